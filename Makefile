@@ -1,0 +1,28 @@
+# Two commands matter: `make demo` and `make test`. Both set up .venv first (idempotent).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ROS_ENV := source tools/ros_env.sh
+
+.PHONY: setup test demo bench lint format colcon-check clean
+
+setup:
+	@tools/setup_venv.sh
+
+test: setup
+	@$(ROS_ENV) && $(PY) -m pytest test -q -p no:cacheprovider --timeout=600
+
+demo: setup
+	@$(ROS_ENV) && tools/demo.sh
+
+bench: setup
+	@$(ROS_ENV) && $(PY) -m fusion_perception.bench --out docs/benchmarks.md
+
+lint: setup
+	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: setup
+	@$(VENV)/bin/ruff format . && $(VENV)/bin/ruff check --fix .
+
+clean:
+	rm -rf build install log demo_out $(VENV)/.package.stamp

@@ -1,0 +1,39 @@
+"""Test-wide set-up: loopback-only DDS and a ROS domain of our own, set before anything imports rclpy."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+VIFB = REPO.parent / "shared" / "data" / "vifb"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    os.environ.setdefault(
+        "FASTDDS_DEFAULT_PROFILES_FILE", str(REPO / "config" / "fastdds_loopback.xml")
+    )
+    config.addinivalue_line("markers", "slow: takes more than ~10 s; run by `make test` too")
+    config.addinivalue_line("markers", "ros: needs rclpy and talks DDS on loopback")
+
+
+@pytest.fixture
+def ros_context():
+    """A fresh rclpy context per test, so no test depends on global ROS state."""
+    rclpy = pytest.importorskip("rclpy")
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    yield context
+    context.try_shutdown()
+
+
+@pytest.fixture(scope="session")
+def vifb_dir() -> Path:
+    if not (VIFB / "vis").is_dir():
+        pytest.skip(f"VIFB pairs not found at {VIFB}")
+    return VIFB

@@ -1,0 +1,109 @@
+import numpy as np
+import pytest
+
+from fusion_perception.image_codec import (
+    ENCODINGS,
+    ImageEncodingError,
+    decode,
+    encode,
+    lookup_encoding,
+    to_rgb8,
+)
+
+
+def random_image(encoding: str, height: int = 7, width: int = 5, seed: int = 0) -> np.ndarray:
+    enc = lookup_encoding(encoding)
+    rng = np.random.default_rng(seed)
+    shape = (height, width) if enc.channels == 1 else (height, width, enc.channels)
+    if enc.dtype == np.float32:
+        return rng.normal(30.0, 10.0, shape).astype(np.float32)
+    return rng.integers(0, np.iinfo(enc.dtype).max, shape, endpoint=True).astype(enc.dtype)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_round_trip_every_encoding(encoding: str) -> None:
+    image = random_image(encoding)
+    data, step = encode(image, encoding)
+    decoded = decode(data, image.shape[0], image.shape[1], encoding, step)
+    assert decoded.dtype == image.dtype
+    np.testing.assert_array_equal(decoded, image)
+
+
+@pytest.mark.parametrize("encoding", sorted(ENCODINGS))
+def test_padded_rows_are_ignored(encoding: str) -> None:
+    image = random_image(encoding, seed=1)
+    data, step = encode(image, encoding)
+    padding = 6
+    rows = np.frombuffer(data, np.uint8).reshape(image.shape[0], step)
+    padded = np.concatenate([rows, np.full((image.shape[0], padding), 0xAB, np.uint8)], axis=1)
+    decoded = decode(padded.tobytes(), image.shape[0], image.shape[1], encoding, step + padding)
+    np.testing.assert_array_equal(decoded, image)
+
+
+@pytest.mark.parametrize("encoding", ["mono16", "16UC1", "32FC1"])
+def test_big_endian_input(encoding: str) -> None:
+    image = random_image(encoding, seed=2)
+    big = image.astype(image.dtype.newbyteorder(">")).tobytes()
+    step = image.shape[1] * image.dtype.itemsize
+    decoded = decode(big, image.shape[0], image.shape[1], encoding, step, is_bigendian=True)
+    assert decoded.dtype.isnative
+    np.testing.assert_array_equal(decoded, image)
+
+
+def test_mono16_keeps_raw_counts() -> None:
+    counts = np.array([[0, 1, 7000], [8191, 16383, 65535]], np.uint16)
+    data, step = encode(counts, "mono16")
+    assert step == 6
+    np.testing.assert_array_equal(decode(data, 2, 3, "mono16", step), counts)
+
+
+def test_colour_conversions_to_rgb() -> None:
+    bgr = np.zeros((2, 2, 3), np.uint8)
+    bgr[..., 0] = 10  # blue
+    bgr[..., 2] = 200  # red
+    rgb = to_rgb8(bgr, "bgr8")
+    assert rgb[0, 0].tolist() == [200, 0, 10]
+    bgra = np.concatenate([bgr, np.full((2, 2, 1), 255, np.uint8)], axis=2)
+    assert to_rgb8(bgra, "bgra8")[1, 1].tolist() == [200, 0, 10]
+    assert to_rgb8(np.full((2, 2), 9, np.uint8), "mono8").shape == (2, 2, 3)
+    with pytest.raises(ImageEncodingError, match="16UC1"):
+        to_rgb8(np.zeros((2, 2), np.uint16), "16UC1")
+
+
+def test_unsupported_encoding_names_the_field() -> None:
+    with pytest.raises(ImageEncodingError, match=r"encoding: unsupported value 'yuv422'"):
+        decode(b"\0" * 8, 2, 2, "yuv422", 4)
+
+
+def test_data_length_mismatch_names_values() -> None:
+    with pytest.raises(ImageEncodingError, match=r"data: length 11 != step\*height = 6\*2 = 12"):
+        decode(b"\0" * 11, 2, 3, "mono16", 6)
+
+
+def test_step_too_small() -> None:
+    with pytest.raises(ImageEncodingError, match="step: 4 is smaller"):
+        decode(b"\0" * 8, 2, 3, "mono16", 4)
+
+
+def test_empty_image_rejected() -> None:
+    with pytest.raises(ImageEncodingError, match="empty image"):
+        decode(b"", 0, 640, "mono8", 640)
+    with pytest.raises(ImageEncodingError, match="empty array"):
+        encode(np.zeros((0, 4), np.uint8), "mono8")
+
+
+def test_encode_rejects_wrong_shape_and_dtype() -> None:
+    with pytest.raises(ImageEncodingError, match="does not fit encoding bgr8"):
+        encode(np.zeros((4, 4), np.uint8), "bgr8")
+    with pytest.raises(ImageEncodingError, match="dtype float64"):
+        encode(np.zeros((4, 4)), "32FC1")
+
+
+def test_rclpy_message_round_trip() -> None:
+    pytest.importorskip("rclpy")
+    from fusion_perception.ros.image_conversions import image_to_msg, msg_to_image
+
+    image = random_image("mono16", 512, 640, seed=3)
+    msg = image_to_msg(image, "mono16")
+    assert (msg.height, msg.width, msg.step) == (512, 640, 1280)
+    np.testing.assert_array_equal(msg_to_image(msg), image)
