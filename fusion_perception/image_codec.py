@@ -98,7 +98,9 @@ def encode(image: np.ndarray, encoding: str) -> tuple[array.array, int]:
     if image.size == 0:
         raise ImageEncodingError(f"image: empty array of shape {image.shape}")
     if image.dtype != enc.dtype:
-        raise ImageEncodingError(f"image: dtype {image.dtype} does not fit {encoding} ({enc.dtype})")
+        raise ImageEncodingError(
+            f"image: dtype {image.dtype} does not fit {encoding} ({enc.dtype})"
+        )
     flat = np.ascontiguousarray(image, dtype=enc.dtype.newbyteorder("<")).reshape(-1).view(np.uint8)
     data = array.array("B")
     data.frombytes(flat)

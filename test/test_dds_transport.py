@@ -6,7 +6,6 @@ import time
 
 import numpy as np
 import pytest
-
 from processes.frame_publisher import detections, frame_pixels
 from ros_process import running
 
@@ -42,7 +41,9 @@ def test_images_and_detections_cross_processes_intact(ros_context, tmp_path) -> 
     executor.add_node(node)
     with running(["test/processes/frame_publisher.py"], tmp_path / "publisher.log") as proc:
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and any(len(v) < FRAMES_WANTED for v in received.values()):
+        while time.monotonic() < deadline and any(
+            len(v) < FRAMES_WANTED for v in received.values()
+        ):
             executor.spin_once(timeout_sec=0.1)
             assert proc.poll() is None, (tmp_path / "publisher.log").read_text()
     node.destroy_node()

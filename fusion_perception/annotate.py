@@ -1,0 +1,48 @@
+"""Draw detections (horizontal or rotated) on an image for rviz, `fusion-infer` and the demo."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+
+from fusion_perception.engine import Detections
+
+
+def class_colour(class_id: int) -> tuple[int, int, int]:
+    """A stable, well-separated colour per class (golden-angle hue steps)."""
+    hue = int((class_id * 137.508) % 180)
+    hsv = np.uint8([[[hue, 220, 255]]])
+    return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
+
+
+def box_corners(box: np.ndarray) -> np.ndarray:
+    """(cx, cy, w, h, angle) -> 4x2 corners, angle turning the box's x-axis towards image +y."""
+    cx, cy, w, h, angle = (float(v) for v in box[:5])
+    c, s = np.cos(angle), np.sin(angle)
+    local = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
+    return local @ np.array([[c, s], [-s, c]]) + np.array([cx, cy])
+
+
+def draw_detections(
+    image: np.ndarray, detections: Detections, class_names: Sequence[str], thickness: int = 2
+) -> np.ndarray:
+    """Return a copy of `image` (uint8 HxWx3, any channel order is drawn as RGB) with boxes and labels."""
+    out = np.ascontiguousarray(image).copy()
+    for box, score, label in zip(
+        detections.boxes, detections.scores, detections.labels, strict=True
+    ):
+        colour = class_colour(int(label))
+        corners = np.round(box_corners(box)).astype(np.int32)
+        cv2.polylines(out, [corners], isClosed=True, color=colour, thickness=thickness)
+        name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
+        text = f"{name} {score:.2f}"
+        x, y = corners[:, 0].min(), corners[:, 1].min()
+        (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
+        y_text = max(int(y), th + base)
+        cv2.rectangle(out, (int(x), y_text - th - base), (int(x) + tw, y_text), colour, -1)
+        cv2.putText(
+            out, text, (int(x), y_text - base), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1
+        )
+    return out

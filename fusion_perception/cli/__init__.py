@@ -1,0 +1,1 @@
+"""Console scripts of the runtime package (fusion-init, fusion-info, fusion-infer)."""

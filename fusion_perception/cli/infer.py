@@ -1,0 +1,139 @@
+"""fusion-infer: run a checkpoint on image files and write fused images, annotations and detections."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from fusion_perception.annotate import draw_detections
+from fusion_perception.cli.common import run_cli
+from fusion_perception.engine import FusionEngine
+from fusion_perception.imaging import Registration, make_normalizer
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusion-infer",
+        description="Fuse and detect on RGB + thermal image pairs (files, or folders matched by stem).",
+    )
+    parser.add_argument("--checkpoint", required=True, type=Path, help="checkpoint file (.pt)")
+    parser.add_argument("--rgb", required=True, type=Path, help="RGB image or folder of images")
+    parser.add_argument("--thermal", required=True, type=Path, help="thermal image or folder")
+    parser.add_argument("--out", required=True, type=Path, help="output folder")
+    parser.add_argument("--calibration", type=Path, help="thermal->RGB homography YAML")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--score-threshold", type=float, default=0.25)
+    parser.add_argument("--nms-threshold", type=float, default=0.5)
+    parser.add_argument("--max-detections", type=int, default=100)
+    return parser
+
+
+def list_images(path: Path) -> dict[str, Path]:
+    if path.is_file():
+        return {path.stem: path}
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path} does not exist")
+    return {p.stem: p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+
+
+def match_pairs(rgb: Path, thermal: Path) -> list[tuple[str, Path, Path]]:
+    """Pairs by file stem; a single file on each side is paired regardless of its name."""
+    rgb_files, thermal_files = list_images(rgb), list_images(thermal)
+    if rgb.is_file() and thermal.is_file():
+        return [(rgb.stem, rgb, thermal)]
+    common = sorted(set(rgb_files) & set(thermal_files))
+    unpaired = sorted(set(rgb_files) ^ set(thermal_files))
+    if unpaired:
+        log.warning("%d image(s) without a partner skipped: %s", len(unpaired), unpaired[:10])
+    if not common:
+        raise FileNotFoundError(f"--rgb/--thermal: no image stems in common in {rgb} and {thermal}")
+    return [(stem, rgb_files[stem], thermal_files[stem]) for stem in common]
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise ValueError(f"--rgb: cannot read image {path}")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def read_thermal(path: Path) -> np.ndarray:
+    """Raw thermal as stored: 16-bit counts stay 16-bit; a colour-saved grey image becomes grey."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ValueError(f"--thermal: cannot read image {path}")
+    if image.ndim == 3:
+        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
+    return image
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    pairs = match_pairs(args.rgb, args.thermal)
+    engine = FusionEngine(
+        args.checkpoint,
+        device=args.device,
+        score_threshold=args.score_threshold,
+        nms_threshold=args.nms_threshold,
+        max_detections=args.max_detections,
+    )
+    registration = Registration.from_yaml(args.calibration) if args.calibration else None
+    normalizer = make_normalizer(
+        engine.checkpoint.thermal_normalization["scheme"],
+        **engine.checkpoint.thermal_normalization["params"],
+    )
+    (args.out / "fused").mkdir(parents=True, exist_ok=True)
+    (args.out / "annotated").mkdir(parents=True, exist_ok=True)
+    records = []
+    for stem, rgb_path, thermal_path in tqdm(pairs, desc="fusion-infer", unit="pair"):
+        rgb = read_rgb(rgb_path)
+        raw = read_thermal(thermal_path)
+        normalizer.reset()  # independent images: no temporal smoothing across files
+        thermal = normalizer(raw)
+        if registration is not None:
+            thermal, _ = registration.warp(thermal)
+        elif thermal.shape != rgb.shape[:2]:
+            raise ValueError(
+                f"{stem}: thermal {raw.shape[1]}x{raw.shape[0]} and RGB {rgb.shape[1]}x"
+                f"{rgb.shape[0]} differ in size; pass --calibration"
+            )
+        result = engine.infer(rgb, thermal)
+        fused = result.fused_rgb(rgb)
+        annotated = draw_detections(fused, result.detections, engine.class_names)
+        cv2.imwrite(str(args.out / "fused" / f"{stem}.png"), cv2.cvtColor(fused, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(args.out / "annotated" / f"{stem}.png"), cv2.cvtColor(annotated, cv2.COLOR_RGB2BGR)
+        )
+        for box, score, label in zip(
+            result.detections.boxes,
+            result.detections.scores,
+            result.detections.labels,
+            strict=True,
+        ):
+            records.append(
+                {
+                    "image": stem,
+                    "class_id": int(label),
+                    "class_name": engine.class_names[int(label)],
+                    "score": round(float(score), 5),
+                    "bbox": [round(float(v), 2) for v in box[:4]],
+                    "angle": round(float(box[4]), 5),
+                }
+            )
+    (args.out / "detections.json").write_text(json.dumps(records, indent=1))
+    log.info("%d pair(s), %d detection(s) -> %s", len(pairs), len(records), args.out)
+    return 0
+
+
+def entry_point() -> int:
+    return run_cli("fusion-infer", main)

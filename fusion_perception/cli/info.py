@@ -1,0 +1,114 @@
+"""fusion-info: parameters, FLOPs and measured forward time of a checkpoint or model config."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fusion_perception.checkpoint import load_checkpoint
+from fusion_perception.cli.common import parse_size, run_cli
+from fusion_perception.engine import select_device
+from fusion_perception.model import build_model, load_model_config
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fusion-info",
+        description="Print parameters, FLOPs and the measured forward time on this machine.",
+    )
+    parser.add_argument("source", type=Path, help="checkpoint (.pt) or model config (.yaml)")
+    parser.add_argument("--size", help="input WIDTHxHEIGHT (default: checkpoint's, else 640x512)")
+    parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    parser.add_argument("--runs", type=int, default=10, help="timed forward passes")
+    return parser
+
+
+def count_flops(model: torch.nn.Module, rgb: torch.Tensor, thermal: torch.Tensor) -> int:
+    """FLOPs of one forward pass, counted by torch's dispatcher (multiply-add = 2 FLOPs)."""
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        model(rgb, thermal)
+    return counter.get_total_flops()
+
+
+def time_forward(
+    model: torch.nn.Module, rgb: torch.Tensor, thermal: torch.Tensor, runs: int
+) -> list[float]:
+    """Milliseconds per forward pass after two warm-up passes."""
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 2):
+            start = time.perf_counter()
+            model(rgb, thermal)
+            if rgb.device.type == "cuda":
+                torch.cuda.synchronize(rgb.device)
+            if i >= 2:
+                times.append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int) -> dict:
+    """Measure a model; returns the figures `main` prints (also used by the benchmarks)."""
+    if source.suffix in (".yaml", ".yml"):
+        config = load_model_config(source)
+        model = build_model(config)
+        size = size or (640, 512)
+    else:
+        checkpoint = load_checkpoint(source)
+        config = checkpoint.model_config
+        model = checkpoint.build_model()
+        size = size or checkpoint.input_size
+    if size[0] % config.max_stride or size[1] % config.max_stride:
+        raise ValueError(f"--size: {size[0]}x{size[1]} is not a multiple of {config.max_stride}")
+    dev = select_device(device)
+    model = model.to(dev).eval()
+    rgb = torch.rand(1, 3, size[1], size[0], device=dev)
+    thermal = torch.rand(1, 1, size[1], size[0], device=dev)
+    parts = {
+        name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()
+    }
+    times = time_forward(model, rgb, thermal, runs)
+    return {
+        "source": str(source),
+        "size": size,
+        "device": str(dev),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "parameters_by_part": parts,
+        "gflops": count_flops(model, rgb, thermal) / 1e9,
+        "forward_ms_median": statistics.median(times),
+        "forward_ms_min": min(times),
+        "rotated": config.rotated,
+        "num_classes": config.num_classes,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    if args.runs < 1:
+        raise ValueError(f"--runs: {args.runs} must be >= 1")
+    size = parse_size(args.size) if args.size else None
+    info = describe(args.source, size, args.device, args.runs)
+    width, height = info["size"]
+    print(f"model       {info['source']}")
+    print(
+        f"boxes       {'rotated' if info['rotated'] else 'horizontal'}, {info['num_classes']} classes"
+    )
+    print(f"parameters  {info['parameters']:,}")
+    for name, count in info["parameters_by_part"].items():
+        print(f"  {name:<18}{count:,}")
+    print(f"GFLOPs      {info['gflops']:.2f} at {width}x{height}")
+    print(
+        f"forward     {info['forward_ms_median']:.1f} ms median, {info['forward_ms_min']:.1f} ms min "
+        f"({args.runs} runs on {info['device']}, {torch.get_num_threads()} threads)"
+    )
+    return 0
+
+
+def entry_point() -> int:
+    return run_cli("fusion-info", main)

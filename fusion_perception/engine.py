@@ -1,0 +1,199 @@
+"""Checkpoint -> ready-to-run network: letterbox preprocessing, one forward pass, results in RGB pixels.
+
+The engine is ROS-free so the node, `fusion-infer`, the evaluator and the benchmarks share it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+import torch
+
+from fusion_perception.checkpoint import Checkpoint, load_checkpoint
+from fusion_perception.imaging import merge_fused_luma
+
+
+def select_device(requested: str = "auto") -> torch.device:
+    """'auto' takes CUDA when present; an explicit 'cuda' without a GPU is an error, not a fallback."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(requested)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device: {requested!r} requested but CUDA is not available")
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {requested!r} is not 'auto', 'cpu' or 'cuda[:N]'")
+    return device
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Maps between an original image and the network input (uniform scale, then centred padding)."""
+
+    scale: float
+    pad_x: int
+    pad_y: int
+    width: int  # original
+    height: int
+
+    @classmethod
+    def fit(cls, width: int, height: int, input_width: int, input_height: int) -> Letterbox:
+        scale = min(input_width / width, input_height / height)
+        new_w, new_h = round(width * scale), round(height * scale)
+        return cls(scale, (input_width - new_w) // 2, (input_height - new_h) // 2, width, height)
+
+    @property
+    def content_size(self) -> tuple[int, int]:
+        return round(self.width * self.scale), round(self.height * self.scale)
+
+    def apply(self, image: np.ndarray, input_size: tuple[int, int], fill: float) -> np.ndarray:
+        """Resize `image` (HxW or HxWxC) and pad it to `input_size` (width, height)."""
+        new_w, new_h = self.content_size
+        if (new_w, new_h) != (image.shape[1], image.shape[0]):
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        out_shape = (input_size[1], input_size[0], *image.shape[2:])
+        out = np.full(out_shape, fill, dtype=image.dtype)
+        out[self.pad_y : self.pad_y + new_h, self.pad_x : self.pad_x + new_w] = image
+        return out
+
+    def boxes_to_original(self, boxes: np.ndarray) -> np.ndarray:
+        """[N,5] (cx, cy, w, h, angle) in network pixels -> original image pixels."""
+        out = boxes.astype(np.float64, copy=True)
+        out[:, 0] = (out[:, 0] - self.pad_x) / self.scale
+        out[:, 1] = (out[:, 1] - self.pad_y) / self.scale
+        out[:, 2:4] /= self.scale
+        return out
+
+    def boxes_to_input(self, boxes: np.ndarray) -> np.ndarray:
+        out = boxes.astype(np.float64, copy=True)
+        out[:, 0] = out[:, 0] * self.scale + self.pad_x
+        out[:, 1] = out[:, 1] * self.scale + self.pad_y
+        out[:, 2:4] *= self.scale
+        return out
+
+    def crop_to_original(self, image: np.ndarray) -> np.ndarray:
+        """Undo padding and scaling of a network-sized image."""
+        new_w, new_h = self.content_size
+        content = image[self.pad_y : self.pad_y + new_h, self.pad_x : self.pad_x + new_w]
+        if (new_w, new_h) == (self.width, self.height):
+            return np.ascontiguousarray(content)
+        return cv2.resize(content, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
+
+
+@dataclass
+class Detections:
+    """Boxes [N,5] (cx, cy, w, h, angle) in original RGB pixels, scores [N], class indices [N]."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+@dataclass
+class EngineResult:
+    fused_luma: np.ndarray  # uint8 HxW, original RGB size
+    detections: Detections
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def fused_rgb(self, rgb: np.ndarray) -> np.ndarray:
+        """Colour output: fused luminance with the visible image's chroma (uint8 HxWx3, RGB)."""
+        return merge_fused_luma(self.fused_luma.astype(np.float32) / 255.0, rgb)
+
+
+class FusionEngine:
+    """Runs one checkpoint: `infer(rgb, thermal)` -> fused image + detections in RGB pixels."""
+
+    def __init__(
+        self,
+        checkpoint: Checkpoint | str | os.PathLike,
+        device: str = "auto",
+        fp16: bool | None = None,
+        score_threshold: float = 0.25,
+        nms_threshold: float = 0.5,
+        max_detections: int = 100,
+        warmup: int = 1,
+    ) -> None:
+        if not isinstance(checkpoint, Checkpoint):
+            checkpoint = load_checkpoint(checkpoint)
+        if not 0.0 <= score_threshold <= 1.0:
+            raise ValueError(f"score_threshold: {score_threshold} is outside [0, 1]")
+        if not 0.0 < nms_threshold <= 1.0:
+            raise ValueError(f"nms_threshold: {nms_threshold} is outside (0, 1]")
+        if max_detections < 1:
+            raise ValueError(f"max_detections: {max_detections} must be >= 1")
+        self.checkpoint = checkpoint
+        self.device = select_device(device)
+        self.fp16 = self.device.type == "cuda" if fp16 is None else fp16
+        if self.fp16 and self.device.type != "cuda":
+            raise ValueError("fp16: half precision is only supported on CUDA devices")
+        self.score_threshold = score_threshold
+        self.nms_threshold = nms_threshold
+        self.max_detections = max_detections
+        self.model = checkpoint.build_model(self.device)
+        if self.fp16:
+            self.model.half()
+        self.input_size = checkpoint.input_size
+        self.class_names = checkpoint.class_names
+        self.rotated = checkpoint.model_config.rotated
+        for _ in range(warmup):
+            width, height = self.input_size
+            self.infer(
+                np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.float32)
+            )
+
+    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(image).to(self.device, non_blocking=True)
+        tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
+        tensor = tensor[None].to(torch.float16 if self.fp16 else torch.float32)
+        return tensor
+
+    def infer(self, rgb: np.ndarray, thermal: np.ndarray) -> EngineResult:
+        """rgb: uint8 HxWx3 (RGB order); thermal: float32 HxW in [0, 1], registered to rgb."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"rgb: expected uint8 HxWx3, got {rgb.dtype} {rgb.shape}")
+        if rgb.shape[0] == 0 or rgb.shape[1] == 0:
+            raise ValueError(f"rgb: empty image {rgb.shape}")
+        if thermal.shape != rgb.shape[:2]:
+            raise ValueError(
+                f"thermal: size {thermal.shape[1]}x{thermal.shape[0]} differs from rgb "
+                f"{rgb.shape[1]}x{rgb.shape[0]}; register it first (calibration)"
+            )
+        t0 = time.perf_counter()
+        box = Letterbox.fit(rgb.shape[1], rgb.shape[0], *self.input_size)
+        rgb_in = self._to_tensor(box.apply(rgb, self.input_size, fill=0)) / 255.0
+        thermal_in = self._to_tensor(box.apply(thermal.astype(np.float32), self.input_size, 0.0))
+        t1 = time.perf_counter()
+        with torch.inference_mode():
+            outputs = self.model(rgb_in, thermal_in)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            t2 = time.perf_counter()
+            (result,) = self.model.postprocess(
+                outputs,
+                score_threshold=self.score_threshold,
+                nms_threshold=self.nms_threshold,
+                max_detections=self.max_detections,
+            )
+            fused = (outputs["fused"][0, 0].float().clamp(0, 1) * 255.0).round().to(torch.uint8)
+            fused_np = fused.cpu().numpy()
+            boxes = result["boxes"].float().cpu().numpy()
+            scores = result["scores"].float().cpu().numpy()
+            labels = result["labels"].cpu().numpy().astype(np.int64)
+        detections = Detections(box.boxes_to_original(boxes), scores, labels)
+        fused_luma = box.crop_to_original(fused_np)
+        t3 = time.perf_counter()
+        return EngineResult(
+            fused_luma=fused_luma,
+            detections=detections,
+            timings_ms={
+                "preprocess": (t1 - t0) * 1e3,
+                "forward": (t2 - t1) * 1e3,
+                "postprocess": (t3 - t2) * 1e3,
+            },
+        )

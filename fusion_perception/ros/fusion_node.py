@@ -1,0 +1,393 @@
+"""fusion_node: synchronized RGB + thermal in, fused image + Detection2DArray out.
+
+Subscription callbacks only hand messages to the pairing engine; one worker thread takes the newest
+matched pair, runs the network and publishes. When the cameras outrun the model, pairs are skipped and
+counted, never queued, so the output age stays bounded.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter, deque
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from fusion_perception.annotate import draw_detections
+from fusion_perception.checkpoint import CheckpointError
+from fusion_perception.engine import FusionEngine
+from fusion_perception.image_codec import ImageEncodingError, decode_msg, to_rgb8
+from fusion_perception.imaging import Registration, ThermalNormalizer, make_normalizer
+from fusion_perception.pairing import Pair, PairingEngine
+from fusion_perception.ros import params as node_params
+from fusion_perception.ros.image_conversions import image_to_msg
+from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
+from fusion_perception.ros.qos import watch_incompatible_qos
+
+THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
+STREAMS = ("rgb", "thermal")
+
+
+def stamp_ns(msg: Any) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def default_checkpoint() -> Path:
+    """The demo model installed with the package (share/fusion_perception/models/demo.pt)."""
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("fusion_perception")) / "models" / "demo.pt"
+
+
+class FusionNode(Node):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__("fusion_node", **kwargs)
+        self.p = node_params.declare_and_read(self)
+        checkpoint = self.p["checkpoint"] or str(default_checkpoint())
+        self.engine = FusionEngine(
+            checkpoint,
+            device=self.p["device"],
+            fp16=self.p["fp16"] and self.p["device"] != "cpu" and _cuda_available(),
+            score_threshold=self.p["score_threshold"],
+            nms_threshold=self.p["nms_threshold"],
+            max_detections=self.p["max_detections"],
+        )
+        self.normalizer = self._make_normalizer()
+        self.registration = (
+            Registration.from_yaml(self.p["calibration_file"])
+            if self.p["calibration_file"]
+            else None
+        )
+        self.pairing = PairingEngine(
+            mode="exact" if self.p["sync.mode"] == "exact" else "approximate",
+            slop_ns=round(self.p["sync.slop"] * 1e9),
+            offsets_ns={
+                "rgb": round(self.p["sync.rgb_offset"] * 1e9),
+                "thermal": round(self.p["sync.thermal_offset"] * 1e9),
+            },
+            queue_size=self.p["sync.queue_size"],
+            max_age_ns=round(self.p["sync.max_age"] * 1e9),
+        )
+        self.errors: Counter[str] = Counter()
+        self.latest: dict[str, Any] = dict.fromkeys(STREAMS)
+        self.arrivals: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
+        self.stage_ms: dict[str, deque[float]] = {}
+        self.ages_ms: deque[float] = deque(maxlen=100)
+        self.processed = 0
+        self.last_processed_stamp = 0
+        self._lock = threading.Lock()
+
+        self._create_io()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {checkpoint} on {self.engine.device} "
+            f"({'rotated' if self.engine.rotated else 'horizontal'} boxes, "
+            f"classes {', '.join(self.engine.class_names)}); "
+            f"rgb={self.resolve_topic_name(self.p['rgb_topic'])} "
+            f"thermal={self.resolve_topic_name(self.p['thermal_topic'])}"
+        )
+
+    def _make_normalizer(self) -> ThermalNormalizer:
+        scheme = self.p["thermal.normalization"]
+        if scheme == "checkpoint":
+            spec = self.engine.checkpoint.thermal_normalization
+            return make_normalizer(spec["scheme"], **spec["params"])
+        chosen = {
+            "fixed_range": {"lo": self.p["thermal.range_lo"], "hi": self.p["thermal.range_hi"]},
+            "percentile": {
+                "p_lo": self.p["thermal.p_lo"],
+                "p_hi": self.p["thermal.p_hi"],
+                "ema": self.p["thermal.ema"],
+            },
+            "minmax": {},
+        }[scheme]
+        return make_normalizer(scheme, **chosen)
+
+    def _qos(self, stream: str) -> QoSProfile:
+        reliability = self.p[f"{stream}_qos.reliability"]
+        return QoSProfile(
+            depth=self.p[f"{stream}_qos.depth"],
+            reliability=ReliabilityPolicy.RELIABLE
+            if reliability == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
+        )
+
+    def _create_io(self) -> None:
+        rgb_type = CompressedImage if self.p["rgb_compressed"] else Image
+        for stream, msg_type in (("rgb", rgb_type), ("thermal", Image)):
+            qos = self._qos(stream)
+            topic = self.p[f"{stream}_topic"]
+            self.create_subscription(
+                msg_type,
+                topic,
+                lambda msg, s=stream: self._on_image(s, msg),
+                qos,
+                event_callbacks=watch_incompatible_qos(self, topic, qos),
+            )
+        self.pub_fused = self.create_publisher(Image, "~/fused/image", 2)
+        self.pub_detections = self.create_publisher(Detection2DArray, "~/detections", 10)
+        self.pub_annotated = self.create_publisher(Image, "~/detections/image", 2)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        header = Image().header
+        header.stamp = self.get_clock().now().to_msg()
+        self.pub_label_info.publish(
+            label_info_msg(header, self.engine.class_names, self.engine.score_threshold)
+        )
+
+    def _on_set_parameters(self, changes: list) -> SetParametersResult:
+        """Thresholds may be tuned at run time; everything else is fixed at start-up."""
+        for change in changes:
+            spec = node_params.SPECS.get(change.name)
+            if spec is None:
+                continue
+            if change.name not in ("score_threshold", "nms_threshold", "max_detections"):
+                return SetParametersResult(
+                    successful=False, reason=f"{change.name} can only be set at start-up"
+                )
+            try:
+                node_params.check(spec, change.value)
+            except ValueError as exc:
+                return SetParametersResult(successful=False, reason=str(exc))
+        for change in changes:
+            if change.name in ("score_threshold", "nms_threshold", "max_detections"):
+                setattr(self.engine, change.name, change.value)
+        return SetParametersResult(successful=True)
+
+    def _on_image(self, stream: str, msg: Any) -> None:
+        """Callback: store only. Decoding and inference happen on the worker thread."""
+        now = time.monotonic()
+        self.arrivals[stream].append(now)
+        with self._lock:
+            self.latest[stream] = (now, msg)
+        result = self.pairing.push(stream, stamp_ns(msg), msg)
+        if not result.accepted:
+            self._report(
+                f"{stream}_{result.reason}",
+                f"{stream} message rejected: {result.reason} "
+                f"(stamp {stamp_ns(msg)} ns, frame_id '{msg.header.frame_id}')",
+            )
+
+    def _report(self, kind: str, text: str) -> None:
+        """Count an input error and log it (throttled per kind, so a bad stream cannot flood)."""
+        self.errors[kind] += 1
+        self.get_logger().error(text, throttle_duration_sec=2.0)
+
+    def _silent_streams(self) -> list[str]:
+        now = time.monotonic()
+        timeout = self.p["camera_timeout"]
+        with self._lock:
+            return [
+                s for s in STREAMS if self.latest[s] is None or now - self.latest[s][0] > timeout
+            ]
+
+    def _work(self) -> None:
+        while self._running and rclpy.ok(context=self.context):
+            self.pairing.wait_for_data(0.1)
+            pair = self.pairing.take_newest_pair(self.get_clock().now().nanoseconds)
+            if pair is None:
+                pair = self._fallback_pair()
+            if pair is not None:
+                self._process(pair)
+
+    def _fallback_pair(self) -> Pair | None:
+        """With one camera silent and `fallback` set, run on the newest frame of the other."""
+        mode = self.p["fallback"]
+        if mode == "none":
+            return None
+        live = "rgb" if mode == "rgb_only" else "thermal"
+        silent = self._silent_streams()
+        if live in silent or ("thermal" if live == "rgb" else "rgb") not in silent:
+            return None
+        with self._lock:
+            entry = self.latest[live]
+        if entry is None or stamp_ns(entry[1]) <= self.last_processed_stamp:
+            return None
+        msg = entry[1]
+        stamp = stamp_ns(msg)
+        return Pair(
+            msg if live == "rgb" else None, msg if live == "thermal" else None, stamp, stamp, 0
+        )
+
+    def _decode_rgb(self, msg: Any) -> np.ndarray:
+        if isinstance(msg, CompressedImage):
+            image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+            if image is None:
+                raise ImageEncodingError(f"rgb: cannot decode CompressedImage ({msg.format!r})")
+            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return to_rgb8(decode_msg(msg), msg.encoding)
+
+    def _decode_thermal(self, msg: Any) -> np.ndarray:
+        if msg.encoding not in THERMAL_ENCODINGS:
+            raise ImageEncodingError(
+                f"thermal: encoding {msg.encoding!r} is not a thermal encoding "
+                f"({', '.join(THERMAL_ENCODINGS)})"
+            )
+        raw = decode_msg(msg)
+        return self.normalizer(raw)
+
+    def _process(self, pair: Pair) -> None:
+        t0 = time.perf_counter()
+        try:
+            rgb_msg = pair.rgb if pair.rgb is not None else pair.thermal
+            thermal = self._decode_thermal(pair.thermal) if pair.thermal is not None else None
+            if pair.rgb is not None:
+                rgb = self._decode_rgb(pair.rgb)
+            else:
+                rgb = np.zeros((*thermal.shape, 3), np.uint8)
+            if thermal is None:
+                thermal = np.zeros(rgb.shape[:2], np.float32)
+            elif self.registration is not None:
+                thermal, _ = self.registration.warp(thermal)
+            elif thermal.shape != rgb.shape[:2]:
+                raise ValueError(
+                    f"size mismatch: thermal {thermal.shape[1]}x{thermal.shape[0]} vs rgb "
+                    f"{rgb.shape[1]}x{rgb.shape[0]} and no calibration_file to register them"
+                )
+            t1 = time.perf_counter()
+            result = self.engine.infer(rgb, thermal)
+        except (ImageEncodingError, ValueError) as exc:
+            kind = type(exc).__name__ if isinstance(exc, ImageEncodingError) else "input"
+            self._report(kind, f"pair at {pair.stamp_ns} ns skipped: {exc}")
+            return
+        header = rgb_msg.header
+        if self.p["publish.detections"]:
+            self.pub_detections.publish(detections_to_msg(header, result.detections))
+        fused_rgb = None
+        if self.p["publish.fused"] and self.pub_fused.get_subscription_count() > 0:
+            fused_rgb = result.fused_rgb(rgb)
+            if self.p["fused_encoding"] == "mono8":
+                self.pub_fused.publish(image_to_msg(result.fused_luma, "mono8", header))
+            else:
+                self.pub_fused.publish(image_to_msg(fused_rgb[:, :, ::-1], "bgr8", header))
+        if self.p["publish.annotated"] and self.pub_annotated.get_subscription_count() > 0:
+            fused_rgb = fused_rgb if fused_rgb is not None else result.fused_rgb(rgb)
+            annotated = draw_detections(fused_rgb, result.detections, self.engine.class_names)
+            self.pub_annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
+        t2 = time.perf_counter()
+        timings = dict(result.timings_ms)
+        timings["decode"] = (t1 - t0) * 1e3
+        timings["total"] = (t2 - t0) * 1e3
+        timings["publish"] = timings["total"] - timings["decode"] - sum(result.timings_ms.values())
+        for stage, ms in timings.items():
+            self.stage_ms.setdefault(stage, deque(maxlen=100)).append(ms)
+        self.ages_ms.append((self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) / 1e6)
+        self.processed += 1
+        self.last_processed_stamp = max(pair.rgb_stamp_ns, pair.thermal_stamp_ns)
+
+    def _publish_diagnostics(self) -> None:
+        now_ns = self.get_clock().now().nanoseconds
+        stats = self.pairing.stats(now_ns)
+        silent = self._silent_streams()
+        values: dict[str, object] = {
+            "device": self.engine.device,
+            "processed_pairs": self.processed,
+            "pair_rate_hz": f"{stats.pair_rate_hz:.2f}",
+            "stale_pairs": stats.stale_pairs,
+        }
+        for stream in STREAMS:
+            times = self.arrivals[stream]
+            rate = (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else 0.0
+            s = stats.streams[stream]
+            values[f"{stream}_rate_hz"] = f"{rate:.2f}"
+            values[f"{stream}_dropped"] = s.dropped
+            values[f"{stream}_unmatched"] = s.unmatched
+        if stats.dt_abs_mean_ns is not None:
+            values["pair_dt_mean_ms"] = f"{stats.dt_abs_mean_ns / 1e6:.2f}"
+        for stage, samples in self.stage_ms.items():
+            values[f"{stage}_ms"] = f"{float(np.mean(samples)):.2f}"
+        if self.ages_ms:
+            values["age_ms_mean"] = f"{float(np.mean(self.ages_ms)):.2f}"
+            values["age_ms_max"] = f"{max(self.ages_ms):.2f}"
+        if self.engine.device.type == "cuda":
+            import torch
+
+            values["gpu_memory_mb"] = (
+                f"{torch.cuda.memory_allocated(self.engine.device) / 2**20:.1f}"
+            )
+        for kind, count in self.errors.items():
+            values[f"errors.{kind}"] = count
+        statuses = []
+        pipeline_level = DiagnosticStatus.OK[0]
+        message = "running"
+        if silent:
+            pipeline_level = DiagnosticStatus.WARN[0]
+            message = f"camera silent for > {self.p['camera_timeout']} s: {', '.join(silent)}"
+            if self.p["fallback"] != "none":
+                message += f" (fallback {self.p['fallback']})"
+        statuses.append(
+            diagnostic_status(
+                f"{self.get_name()}: pipeline",
+                self.get_fully_qualified_name(),
+                pipeline_level,
+                message,
+                values,
+            )
+        )
+        for stream in STREAMS:
+            level = DiagnosticStatus.WARN[0] if stream in silent else DiagnosticStatus.OK[0]
+            topic = self.resolve_topic_name(self.p[f"{stream}_topic"])
+            statuses.append(
+                diagnostic_status(
+                    f"{self.get_name()}: {stream} camera",
+                    topic,
+                    level,
+                    f"{stream} camera silent ({topic})" if stream in silent else "receiving",
+                    {"topic": topic, "rate_hz": values[f"{stream}_rate_hz"]},
+                )
+            )
+        array = DiagnosticArray(status=statuses)
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.pub_diagnostics.publish(array)
+
+    def destroy_node(self) -> None:
+        self._running = False
+        if self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = FusionNode()
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except (CheckpointError, ValueError, FileNotFoundError) as exc:
+        # Start-up configuration errors: one clear line naming the parameter, no traceback.
+        rclpy.logging.get_logger("fusion_node").fatal(f"cannot start: {exc}")
+        return 2
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

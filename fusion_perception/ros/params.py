@@ -1,0 +1,128 @@
+"""The node's parameters in one table: name, default, description, constraint.
+
+Every parameter is declared with a descriptor (visible in `ros2 param describe`) and validated once at
+start-up; a bad value raises an error naming the parameter. The same table is checked against
+config/uav.yaml and the launch file by the tests.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+)
+from rclpy.node import Node
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    choices: tuple[str, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    read_only: bool = False
+
+
+RELIABILITY = ("best_effort", "reliable")
+
+PARAMS: tuple[ParamSpec, ...] = (
+    ParamSpec("rgb_topic", "rgb/image", "RGB camera topic (sensor_msgs/Image or CompressedImage)"),
+    ParamSpec("thermal_topic", "thermal/image", "thermal camera topic (sensor_msgs/Image)"),
+    ParamSpec("rgb_compressed", False, "subscribe to the RGB topic as sensor_msgs/CompressedImage"),
+    ParamSpec("rgb_qos.reliability", "best_effort", "RGB subscription reliability", RELIABILITY),
+    ParamSpec("rgb_qos.depth", 2, "RGB subscription history depth", low=1, high=100),
+    ParamSpec("thermal_qos.reliability", "best_effort", "thermal reliability", RELIABILITY),
+    ParamSpec("thermal_qos.depth", 2, "thermal subscription history depth", low=1, high=100),
+    ParamSpec(
+        "sync.mode",
+        "approximate",
+        "pairing: approximate (within sync.slop) or exact (equal stamps, triggered rigs)",
+        ("approximate", "exact"),
+    ),
+    ParamSpec("sync.slop", 0.02, "max |stamp difference| of a pair, seconds", low=0.0, high=1.0),
+    ParamSpec("sync.rgb_offset", 0.0, "added to RGB stamps before pairing, s", low=-1.0, high=1.0),
+    ParamSpec("sync.thermal_offset", 0.0, "added to thermal stamps, s", low=-1.0, high=1.0),
+    ParamSpec("sync.max_age", 0.5, "pairs older than this (s) are skipped", low=0.0, high=10.0),
+    ParamSpec("sync.queue_size", 10, "messages kept per stream for pairing", low=1, high=100),
+    ParamSpec(
+        "thermal.normalization",
+        "checkpoint",
+        "thermal scheme: 'checkpoint' uses the one the model was trained with",
+        ("checkpoint", "fixed_range", "percentile", "minmax"),
+    ),
+    ParamSpec("thermal.range_lo", 7000.0, "fixed_range: raw value mapped to 0"),
+    ParamSpec("thermal.range_hi", 9500.0, "fixed_range: raw value mapped to 1"),
+    ParamSpec("thermal.p_lo", 1.0, "percentile: low percentile", low=0.0, high=100.0),
+    ParamSpec("thermal.p_hi", 99.0, "percentile: high percentile", low=0.0, high=100.0),
+    ParamSpec("thermal.ema", 0.9, "percentile: EMA factor of the bounds", low=0.0, high=0.999),
+    ParamSpec("calibration_file", "", "thermal->RGB homography YAML; empty = same size, aligned"),
+    ParamSpec(
+        "checkpoint", "", "model checkpoint; empty = the packaged demo model", read_only=True
+    ),
+    ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", read_only=True),
+    ParamSpec("fp16", True, "half precision when running on CUDA", read_only=True),
+    ParamSpec("score_threshold", 0.3, "minimum detection score", low=0.0, high=1.0),
+    ParamSpec("nms_threshold", 0.5, "IoU above which NMS suppresses a box", low=0.01, high=1.0),
+    ParamSpec("max_detections", 100, "detections kept per image", low=1, high=1000),
+    ParamSpec("publish.fused", True, "publish ~/fused/image"),
+    ParamSpec("publish.detections", True, "publish ~/detections"),
+    ParamSpec("publish.annotated", True, "publish ~/detections/image when someone subscribes"),
+    ParamSpec("fused_encoding", "bgr8", "fused image encoding", ("bgr8", "mono8")),
+    ParamSpec("camera_timeout", 1.0, "a camera silent this long (s) is reported", low=0.05),
+    ParamSpec(
+        "fallback",
+        "none",
+        "when one camera is silent: none (wait), rgb_only or thermal_only (run on the other)",
+        ("none", "rgb_only", "thermal_only"),
+    ),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1),
+)
+
+
+def descriptor(spec: ParamSpec) -> ParameterDescriptor:
+    constraints = f"one of: {', '.join(spec.choices)}" if spec.choices else ""
+    desc = ParameterDescriptor(
+        description=spec.description, additional_constraints=constraints, read_only=spec.read_only
+    )
+    if spec.low is not None and spec.high is not None:
+        if isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high))]
+        else:
+            desc.floating_point_range = [
+                FloatingPointRange(from_value=spec.low, to_value=spec.high)
+            ]
+    return desc
+
+
+def check(spec: ParamSpec, value: Any) -> None:
+    """Raise ValueError naming the parameter when `value` breaks its constraint."""
+    if spec.choices and value not in spec.choices:
+        raise ValueError(f"parameter {spec.name}: {value!r} is not one of {list(spec.choices)}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if spec.low is not None and value < spec.low:
+            raise ValueError(f"parameter {spec.name}: {value} is below {spec.low}")
+        if spec.high is not None and value > spec.high:
+            raise ValueError(f"parameter {spec.name}: {value} is above {spec.high}")
+
+
+def declare_and_read(node: Node) -> dict[str, Any]:
+    """Declare every parameter, read it once, validate it; returns name -> value."""
+    values = {}
+    for spec in PARAMS:
+        value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        check(spec, value)
+        values[spec.name] = value
+    if values["thermal.p_lo"] >= values["thermal.p_hi"]:
+        raise ValueError("parameter thermal.p_lo: must be below thermal.p_hi")
+    if values["thermal.range_lo"] >= values["thermal.range_hi"]:
+        raise ValueError("parameter thermal.range_lo: must be below thermal.range_hi")
+    return values
+
+
+SPECS = {spec.name: spec for spec in PARAMS}

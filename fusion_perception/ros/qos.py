@@ -1,0 +1,41 @@
+"""QoS helpers: tell the user loudly when a camera's publisher and our subscription cannot match.
+
+A best-effort camera and a reliable subscriber never connect, and by default ROS says nothing: the
+most common "no detections" report. The subscription's incompatible-QoS event names both profiles.
+"""
+
+from __future__ import annotations
+
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+
+try:  # Iron and newer
+    from rclpy.event_handler import SubscriptionEventCallbacks
+except ImportError:  # Humble
+    from rclpy.qos_event import SubscriptionEventCallbacks
+
+
+def describe(profile: QoSProfile) -> str:
+    return (
+        f"reliability={profile.reliability.name.lower()}, "
+        f"durability={profile.durability.name.lower()}, depth={profile.depth}"
+    )
+
+
+def watch_incompatible_qos(node: Node, topic: str, ours: QoSProfile) -> SubscriptionEventCallbacks:
+    """Event callbacks that log an error naming our profile and every publisher's profile."""
+
+    def on_incompatible(event) -> None:
+        resolved = node.resolve_topic_name(topic)
+        offered = [
+            f"{info.node_namespace.rstrip('/')}/{info.node_name}: {describe(info.qos_profile)}"
+            for info in node.get_publishers_info_by_topic(resolved)
+        ]
+        node.get_logger().error(
+            f"incompatible QoS on {resolved} (policy {event.last_policy_kind.name}, "
+            f"{event.total_count} publisher(s)): subscription requests {describe(ours)}; "
+            f"publishers offer {'; '.join(offered) or 'unknown'}. Set the *_qos.reliability "
+            "parameter to match the camera driver."
+        )
+
+    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
