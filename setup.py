@@ -37,6 +37,12 @@ setup(
     description="RGB + thermal fusion and detection (UniFusOD) for ROS 2",
     license="Apache-2.0",
     entry_points={
-        "console_scripts": [],
+        "console_scripts": [
+            "fusion_node = fusion_perception.ros.fusion_node:main",
+            "synthetic_camera = fusion_perception.ros.synthetic_camera:main",
+            "fusion-init = fusion_perception.cli.init:entry_point",
+            "fusion-info = fusion_perception.cli.info:entry_point",
+            "fusion-infer = fusion_perception.cli.infer:entry_point",
+        ],
     },
 )

@@ -158,19 +158,20 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
 
 def validate(checkpoint: Checkpoint) -> None:
     """Cross-field checks: class count, input size, weights against the configured network."""
-    num_classes = checkpoint.model_config.num_classes
+    num_classes = checkpoint.model_config.detection_head.num_classes
     if len(checkpoint.class_names) != num_classes:
         raise CheckpointError(
             f"class_names: {len(checkpoint.class_names)} names but model_config has "
-            f"num_classes={num_classes}"
+            f"detection_head.num_classes={num_classes}"
         )
-    stride = checkpoint.model_config.max_stride
+    model = build_model(checkpoint.model_config)
+    stride = model.max_stride
     width, height = checkpoint.input_size
     if width % stride or height % stride:
         raise CheckpointError(
             f"input_size: {width}x{height} is not a multiple of the network stride {stride}"
         )
-    expected = build_model(checkpoint.model_config).state_dict()
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(checkpoint.state_dict))
     unexpected = sorted(set(checkpoint.state_dict) - set(expected))
     if missing or unexpected:

@@ -83,6 +83,23 @@ class Letterbox:
         return cv2.resize(content, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
 
 
+def clip_to_image(boxes: np.ndarray, width: int, height: int, rotated: bool) -> np.ndarray:
+    """Keep boxes inside the image: horizontal boxes are clipped; rotated ones keep their shape
+    and only their centre is clamped (clipping would change the oriented rectangle)."""
+    out = boxes.copy()
+    if rotated:
+        out[:, 0] = out[:, 0].clip(0, width)
+        out[:, 1] = out[:, 1].clip(0, height)
+        return out
+    x1 = (out[:, 0] - out[:, 2] / 2).clip(0, width)
+    y1 = (out[:, 1] - out[:, 3] / 2).clip(0, height)
+    x2 = (out[:, 0] + out[:, 2] / 2).clip(0, width)
+    y2 = (out[:, 1] + out[:, 3] / 2).clip(0, height)
+    out[:, 0], out[:, 1] = (x1 + x2) / 2, (y1 + y2) / 2
+    out[:, 2], out[:, 3] = x2 - x1, y2 - y1
+    return out
+
+
 @dataclass
 class Detections:
     """Boxes [N,5] (cx, cy, w, h, angle) in original RGB pixels, scores [N], class indices [N]."""
@@ -140,7 +157,7 @@ class FusionEngine:
             self.model.half()
         self.input_size = checkpoint.input_size
         self.class_names = checkpoint.class_names
-        self.rotated = checkpoint.model_config.rotated
+        self.rotated = checkpoint.model_config.detection_head.rotated
         for _ in range(warmup):
             width, height = self.input_size
             self.infer(
@@ -185,7 +202,11 @@ class FusionEngine:
             boxes = result["boxes"].float().cpu().numpy()
             scores = result["scores"].float().cpu().numpy()
             labels = result["labels"].cpu().numpy().astype(np.int64)
-        detections = Detections(box.boxes_to_original(boxes), scores, labels)
+        original = clip_to_image(
+            box.boxes_to_original(boxes), rgb.shape[1], rgb.shape[0], self.rotated
+        )
+        visible = (original[:, 2] >= 1.0) & (original[:, 3] >= 1.0)
+        detections = Detections(original[visible], scores[visible], labels[visible])
         fused_luma = box.crop_to_original(fused_np)
         t3 = time.perf_counter()
         return EngineResult(

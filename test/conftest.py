@@ -37,3 +37,15 @@ def vifb_dir() -> Path:
     if not (VIFB / "vis").is_dir():
         pytest.skip(f"VIFB pairs not found at {VIFB}")
     return VIFB
+
+
+@pytest.fixture(scope="session")
+def node_checkpoint(tmp_path_factory) -> Path:
+    """An untrained nano checkpoint (classes person, car) small enough for fast node tests."""
+    pytest.importorskip("torch")
+    from fusion_perception.cli.init import main as fusion_init
+
+    out = tmp_path_factory.mktemp("checkpoints") / "nano.pt"
+    args = [str(REPO / "config" / "models" / "nano.yaml"), str(out), "--classes", "person,car"]
+    assert fusion_init([*args, "--size", "320x256"]) == 0
+    return out

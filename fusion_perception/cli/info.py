@@ -64,8 +64,8 @@ def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int)
         config = checkpoint.model_config
         model = checkpoint.build_model()
         size = size or checkpoint.input_size
-    if size[0] % config.max_stride or size[1] % config.max_stride:
-        raise ValueError(f"--size: {size[0]}x{size[1]} is not a multiple of {config.max_stride}")
+    if size[0] % model.max_stride or size[1] % model.max_stride:
+        raise ValueError(f"--size: {size[0]}x{size[1]} is not a multiple of {model.max_stride}")
     dev = select_device(device)
     model = model.to(dev).eval()
     rgb = torch.rand(1, 3, size[1], size[0], device=dev)
@@ -83,8 +83,8 @@ def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int)
         "gflops": count_flops(model, rgb, thermal) / 1e9,
         "forward_ms_median": statistics.median(times),
         "forward_ms_min": min(times),
-        "rotated": config.rotated,
-        "num_classes": config.num_classes,
+        "rotated": config.detection_head.rotated,
+        "num_classes": config.detection_head.num_classes,
     }
 
 

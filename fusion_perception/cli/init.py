@@ -43,13 +43,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         class_names = [c.strip() for c in args.classes.split(",") if c.strip()]
         if not class_names:
             raise ValueError(f"--classes: no class names in {args.classes!r}")
-        overrides["num_classes"] = len(class_names)
+        overrides["detection_head.num_classes"] = len(class_names)
     if args.backbone_weights:
         if not args.backbone_weights.is_file():
             raise FileNotFoundError(f"--backbone-weights: {args.backbone_weights} does not exist")
-        overrides["backbone_weights"] = str(args.backbone_weights)
-    config = load_model_config(args.config, **overrides)
-    class_names = class_names or [f"class_{i}" for i in range(config.num_classes)]
+        overrides["backbone.weights"] = str(args.backbone_weights)
+    config = load_model_config(args.config).with_overrides(overrides)
+    num_classes = config.detection_head.num_classes
+    class_names = class_names or [f"class_{i}" for i in range(num_classes)]
     model = build_model(config)
     checkpoint = new_checkpoint(
         model,

@@ -7,6 +7,7 @@ counted, never queued, so the output age stays bounded.
 
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
@@ -81,6 +82,8 @@ class FusionNode(Node):
             max_age_ns=round(self.p["sync.max_age"] * 1e9),
         )
         self.errors: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}
+        self._logged_count: dict[str, int] = {}
         self.latest: dict[str, Any] = dict.fromkeys(STREAMS)
         self.arrivals: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
         self.stage_ms: dict[str, deque[float]] = {}
@@ -186,9 +189,16 @@ class FusionNode(Node):
             )
 
     def _report(self, kind: str, text: str) -> None:
-        """Count an input error and log it (throttled per kind, so a bad stream cannot flood)."""
+        """Count an input error and log it, at most every 2 s per kind, so a bad stream cannot
+        flood the log while a different problem still gets its own line at once."""
         self.errors[kind] += 1
-        self.get_logger().error(text, throttle_duration_sec=2.0)
+        now = time.monotonic()
+        if now - self._last_logged.get(kind, -math.inf) >= 2.0:
+            self._last_logged[kind] = now
+            suppressed = self.errors[kind] - self._logged_count.get(kind, 0) - 1
+            suffix = f" ({suppressed} similar since last report)" if suppressed > 0 else ""
+            self._logged_count[kind] = self.errors[kind]
+            self.get_logger().error(text + suffix)
 
     def _silent_streams(self) -> list[str]:
         now = time.monotonic()
@@ -204,8 +214,14 @@ class FusionNode(Node):
             pair = self.pairing.take_newest_pair(self.get_clock().now().nanoseconds)
             if pair is None:
                 pair = self._fallback_pair()
-            if pair is not None:
+            if pair is None:
+                continue
+            try:
                 self._process(pair)
+            except Exception as exc:  # keep the worker alive; a shutdown ends the loop
+                if not self._running or not rclpy.ok(context=self.context):
+                    break
+                self._report("internal", f"pair at {pair.stamp_ns} ns failed: {exc!r}")
 
     def _fallback_pair(self) -> Pair | None:
         """With one camera silent and `fallback` set, run on the newest frame of the other."""
@@ -263,8 +279,10 @@ class FusionNode(Node):
                 )
             t1 = time.perf_counter()
             result = self.engine.infer(rgb, thermal)
-        except (ImageEncodingError, ValueError) as exc:
-            kind = type(exc).__name__ if isinstance(exc, ImageEncodingError) else "input"
+        except (ImageEncodingError, ValueError, TypeError) as exc:
+            # One counter per problem (the message's leading field), e.g. "input.data".
+            category = "encoding" if isinstance(exc, ImageEncodingError) else "input"
+            kind = f"{category}.{str(exc).split(':', 1)[0][:40]}"
             self._report(kind, f"pair at {pair.stamp_ns} ns skipped: {exc}")
             return
         header = rgb_msg.header

@@ -15,11 +15,19 @@ except ImportError:  # Humble
     from rclpy.qos_event import SubscriptionEventCallbacks
 
 
-def describe(profile: QoSProfile) -> str:
-    return (
+def describe(profile: QoSProfile, with_depth: bool = True) -> str:
+    """Readable profile; a remote publisher's depth is not sent over discovery, so it is left out."""
+    text = (
         f"reliability={profile.reliability.name.lower()}, "
-        f"durability={profile.durability.name.lower()}, depth={profile.depth}"
+        f"durability={profile.durability.name.lower()}"
     )
+    return f"{text}, depth={profile.depth}" if with_depth else text
+
+
+def publisher_name(info) -> str:
+    if info.node_name.startswith("_NODE_NAME_UNKNOWN"):
+        return "a publisher (node name not yet discovered)"
+    return f"{info.node_namespace.rstrip('/')}/{info.node_name}"
 
 
 def watch_incompatible_qos(node: Node, topic: str, ours: QoSProfile) -> SubscriptionEventCallbacks:
@@ -28,7 +36,7 @@ def watch_incompatible_qos(node: Node, topic: str, ours: QoSProfile) -> Subscrip
     def on_incompatible(event) -> None:
         resolved = node.resolve_topic_name(topic)
         offered = [
-            f"{info.node_namespace.rstrip('/')}/{info.node_name}: {describe(info.qos_profile)}"
+            f"{publisher_name(info)}: {describe(info.qos_profile, with_depth=False)}"
             for info in node.get_publishers_info_by_topic(resolved)
         ]
         node.get_logger().error(

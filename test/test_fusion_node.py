@@ -1,0 +1,254 @@
+"""fusion_node as a real process over loopback DDS: outputs, diagnostics, bad input, back-pressure."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("torch")
+
+from node_harness import HEIGHT, WIDTH, Harness, vifb_pair  # noqa: E402
+from ros_process import running  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+
+def node_args(checkpoint, *params: str) -> list[str]:
+    base = [
+        f"checkpoint:={checkpoint}",
+        "score_threshold:=0.0",
+        "max_detections:=20",
+        "camera_timeout:=0.5",
+        "diagnostics_period:=0.3",
+    ]
+    ros_args = [a for p in [*base, *params] for a in ("-p", p)]
+    return ["-m", "fusion_perception.ros.fusion_node", "--ros-args", *ros_args]
+
+
+def statuses(harness: Harness) -> dict[str, object]:
+    """The newest status of each name published by fusion_node."""
+    latest = {}
+    for array in harness.diagnostics:
+        for status in array.status:
+            if status.name.startswith("fusion_node"):
+                latest[status.name] = status
+    return latest
+
+
+def processed(harness: Harness) -> int:
+    status = statuses(harness).get("fusion_node: pipeline")
+    values = {kv.key: kv.value for kv in status.values} if status else {}
+    return int(values.get("processed_pairs", 0))
+
+
+def test_pairs_in_detections_and_fused_image_out(ros_context, tmp_path, node_checkpoint, vifb_dir):
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    with running(node_args(node_checkpoint), tmp_path / "node.log") as proc:
+        harness.wait_for_node()
+        sent = {}
+        for _ in range(5):
+            rgb = harness.publish_pair(bgr, thermal)
+            sent[(rgb.header.stamp.sec, rgb.header.stamp.nanosec)] = rgb.header
+            wanted = len(sent)
+            harness.spin_until(lambda n=wanted: len(harness.detections) >= n, 10)
+        harness.spin_until(
+            lambda: (
+                harness.fused
+                and harness.label_info
+                and processed(harness) >= len(harness.detections) >= 3
+            ),
+            10,
+        )
+        assert proc.poll() is None, (tmp_path / "node.log").read_text()
+    harness.close()
+
+    assert harness.detections, (tmp_path / "node.log").read_text()
+    (label_info,) = harness.label_info[:1]
+    class_ids = {str(c.class_id) for c in label_info.class_map}
+    assert [c.class_name for c in label_info.class_map] == ["person", "car"]
+    total = 0
+    for _, det in harness.detections:
+        key = (det.header.stamp.sec, det.header.stamp.nanosec)
+        assert key in sent, "detections must carry the RGB stamp"
+        assert det.header.frame_id == "rgb_optical"
+        for d in det.detections:
+            total += 1
+            assert d.header == det.header
+            assert 0 <= d.bbox.center.position.x <= WIDTH
+            assert 0 <= d.bbox.center.position.y <= HEIGHT
+            assert d.bbox.size_x > 0 and d.bbox.size_y > 0
+            hyp = d.results[0]
+            assert hyp.hypothesis.class_id in class_ids
+            assert 0.0 <= hyp.hypothesis.score <= 1.0
+            assert hyp.pose.pose.position.x == d.bbox.center.position.x
+    assert total > 0, "score_threshold 0 must yield boxes"
+    fused = harness.fused[-1]
+    assert (fused.width, fused.height, fused.encoding) == (WIDTH, HEIGHT, "bgr8")
+    assert (fused.header.stamp.sec, fused.header.stamp.nanosec) in sent
+    assert fused.header.frame_id == "rgb_optical"
+    pipeline = statuses(harness)["fusion_node: pipeline"]
+    values = {kv.key: kv.value for kv in pipeline.values}
+    assert int(values["processed_pairs"]) >= len(harness.detections) >= 3
+    assert float(values["forward_ms"]) > 0
+    assert "age_ms_mean" in values and values["device"] == "cpu"
+
+
+def test_bad_input_is_reported_and_the_node_keeps_going(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    log = tmp_path / "node.log"
+    nan_thermal = np.full((HEIGHT, WIDTH), 30.0, np.float32)
+    nan_thermal[10, 10] = math.nan
+
+    cases = [
+        (
+            "unknown encoding",
+            lambda: _publish_with_encoding(harness, bgr, thermal, "yuv422"),
+            "yuv422",
+        ),
+        ("bad data length", lambda: _publish_truncated(harness, bgr, thermal), "data: length"),
+        (
+            "size mismatch",
+            lambda: harness.publish_pair(bgr, thermal[: HEIGHT // 2, : WIDTH // 2].copy()),
+            "size mismatch",
+        ),
+        ("NaN in 32FC1", lambda: harness.publish_pair(bgr, nan_thermal, "32FC1"), "finite"),
+        ("empty image", lambda: _publish_empty(harness, bgr), "empty"),
+        ("stamps backwards", lambda: _publish_backwards(harness, bgr, thermal), "stamp_backwards"),
+    ]
+    with running(node_args(node_checkpoint), log) as proc:
+        harness.wait_for_node()
+        for name, publish_bad, _ in cases:
+            publish_bad()
+            time.sleep(0.3)
+            before = len(harness.detections)
+            harness.publish_pair(bgr, thermal)
+            got = harness.spin_until(lambda b=before: len(harness.detections) > b, 15)
+            assert got, f"no output after '{name}':\n{log.read_text()}"
+            assert proc.poll() is None, f"node died after '{name}':\n{log.read_text()}"
+    harness.close()
+    text = log.read_text()
+    for name, _, expected in cases:
+        assert expected in text, f"no specific error logged for '{name}':\n{text}"
+
+
+def _publish_with_encoding(harness: Harness, bgr, thermal, encoding: str) -> None:
+    stamp = harness.next_stamp()
+    from fusion_perception.ros.image_conversions import image_to_msg
+
+    rgb = image_to_msg(bgr, "bgr8")
+    ir = image_to_msg(thermal, "mono16")
+    ir.encoding = encoding
+    rgb.header.stamp = ir.header.stamp = stamp
+    harness.pub_rgb.publish(rgb)
+    harness.pub_thermal.publish(ir)
+
+
+def _publish_truncated(harness: Harness, bgr, thermal) -> None:
+    from fusion_perception.ros.image_conversions import image_to_msg
+
+    stamp = harness.next_stamp()
+    rgb = image_to_msg(bgr, "bgr8")
+    ir = image_to_msg(thermal, "mono16")
+    ir.data = ir.data[:-100]
+    rgb.header.stamp = ir.header.stamp = stamp
+    harness.pub_rgb.publish(rgb)
+    harness.pub_thermal.publish(ir)
+
+
+def _publish_empty(harness: Harness, bgr) -> None:
+    from sensor_msgs.msg import Image
+
+    from fusion_perception.ros.image_conversions import image_to_msg
+
+    stamp = harness.next_stamp()
+    rgb = image_to_msg(bgr, "bgr8")
+    ir = Image(encoding="mono16", height=0, width=0, step=0)
+    rgb.header.stamp = ir.header.stamp = stamp
+    harness.pub_rgb.publish(rgb)
+    harness.pub_thermal.publish(ir)
+
+
+def _publish_backwards(harness: Harness, bgr, thermal) -> None:
+    harness.publish_pair(bgr, thermal, stamp_ns=harness.stamp_ns - 5_000_000_000)
+
+
+def test_silent_camera_and_qos_mismatch_are_reported(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    """Thermal stops -> a diagnostic names it; a best-effort camera vs a reliable subscription ->
+    an error naming both profiles (instead of the usual silence)."""
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context, best_effort_inputs=True)
+    log = tmp_path / "node.log"
+    args = node_args(node_checkpoint, "rgb_qos.reliability:=reliable")
+    with running(args, log):
+        assert harness.spin_until(lambda: harness.pub_thermal.get_subscription_count() > 0, 60)
+        for _ in range(3):
+            harness.publish_pair(bgr, thermal)
+            harness.spin_until(lambda: False, 0.1)
+        # Now only the (incompatible) RGB publisher keeps going; thermal is silent.
+        harness.spin_until(lambda: "thermal camera silent" in _camera_message(harness), 10)
+    harness.close()
+    assert "thermal camera silent (/thermal/image)" in _camera_message(harness)
+    pipeline = statuses(harness)["fusion_node: pipeline"]
+    assert pipeline.level == b"\x01" and "thermal" in pipeline.message
+    text = log.read_text()
+    assert "incompatible QoS on /rgb/image" in text, text
+    assert "subscription requests reliability=reliable" in text
+    assert "publishers offer" in text and ": reliability=best_effort" in text
+
+
+def _camera_message(harness: Harness) -> str:
+    status = statuses(harness).get("fusion_node: thermal camera")
+    return status.message if status else ""
+
+
+def test_fast_cameras_slow_model_keep_latency_bounded(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    """30 Hz in, a model slower than 33 ms: pairs are skipped and counted, output age stays flat."""
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    with running(node_args(node_checkpoint, "publish.annotated:=false"), tmp_path / "node.log"):
+        harness.wait_for_node()
+        start = time.monotonic()
+        next_frame = start
+        while time.monotonic() - start < 6.0:
+            if time.monotonic() >= next_frame:
+                harness.publish_pair(bgr, thermal)
+                next_frame += 1 / 30
+            harness.executor.spin_once(timeout_sec=0.002)
+        harness.spin_until(lambda: processed(harness) > 0 and _dropped(harness) > 0, 5)
+    harness.close()
+    ages = [(received - _stamp_s(det)) for received, det in harness.detections]
+    assert len(ages) >= 5
+    published = 6.0 * 30
+    assert len(harness.detections) < published * 0.9, (
+        "the model is expected to be slower than 30 Hz"
+    )
+    # Bounded: the last outputs are no older than the first ones plus a little noise.
+    late = sorted(ages[-5:])[2]
+    early = sorted(ages[:5])[2]
+    assert late < max(3 * early, early + 0.5), (early, late)
+    assert late < 1.5
+    assert _dropped(harness) > 0
+
+
+def _stamp_s(det) -> float:
+    return det.header.stamp.sec + det.header.stamp.nanosec * 1e-9
+
+
+def _dropped(harness: Harness) -> int:
+    status = statuses(harness).get("fusion_node: pipeline")
+    if status is None:
+        return 0
+    values = {kv.key: kv.value for kv in status.values}
+    return int(values.get("rgb_dropped", 0))
