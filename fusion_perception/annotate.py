@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import cv2
 import numpy as np
+import torch
 
+from fusion_perception.boxes import cxcywha_to_polygon
 from fusion_perception.engine import Detections
 
 
@@ -17,24 +19,15 @@ def class_colour(class_id: int) -> tuple[int, int, int]:
     return tuple(int(c) for c in cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)[0, 0])
 
 
-def box_corners(box: np.ndarray) -> np.ndarray:
-    """(cx, cy, w, h, angle) -> 4x2 corners, angle turning the box's x-axis towards image +y."""
-    cx, cy, w, h, angle = (float(v) for v in box[:5])
-    c, s = np.cos(angle), np.sin(angle)
-    local = np.array([[-w / 2, -h / 2], [w / 2, -h / 2], [w / 2, h / 2], [-w / 2, h / 2]])
-    return local @ np.array([[c, s], [-s, c]]) + np.array([cx, cy])
-
-
 def draw_detections(
     image: np.ndarray, detections: Detections, class_names: Sequence[str], thickness: int = 2
 ) -> np.ndarray:
     """Return a copy of `image` (uint8 HxWx3, any channel order is drawn as RGB) with boxes and labels."""
     out = np.ascontiguousarray(image).copy()
-    for box, score, label in zip(
-        detections.boxes, detections.scores, detections.labels, strict=True
-    ):
+    polygons = cxcywha_to_polygon(torch.as_tensor(detections.boxes, dtype=torch.float64)).numpy()
+    for polygon, score, label in zip(polygons, detections.scores, detections.labels, strict=True):
         colour = class_colour(int(label))
-        corners = np.round(box_corners(box)).astype(np.int32)
+        corners = np.round(polygon).astype(np.int32)
         cv2.polylines(out, [corners], isClosed=True, color=colour, thickness=thickness)
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
         text = f"{name} {score:.2f}"

@@ -21,11 +21,14 @@ def select_device(requested: str = "auto") -> torch.device:
     """'auto' takes CUDA when present; an explicit 'cuda' without a GPU is an error, not a fallback."""
     if requested == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(requested)
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device: {requested!r} is not 'auto', 'cpu' or 'cuda[:N]'")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device: {requested!r} requested but CUDA is not available")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"device: {requested!r} is not 'auto', 'cpu' or 'cuda[:N]'")
     return device
 
 

@@ -8,7 +8,7 @@ image's +y axis (OpenCV minAreaRect style); horizontal boxes have angle 0.
 Horizontal mAP uses faster-coco-eval (COCO protocol: 101-point interpolated AP, IoU 0.50:0.05:0.95,
 at most `max_dets` detections per image, area range "all"). Rotated AP50 is the VOC 2010+
 all-point AP used by DOTA / mmrotate-style DroneVehicle evaluation, with the exact IoU of the two
-rectangles' polygons (shapely); a detection is a true positive when its best-overlapping ground
+rectangles' polygons (fusion_perception.boxes); a detection is a true positive when its best-overlapping ground
 truth of the same class has IoU >= the threshold and is not yet taken (mmrotate's >=; the VOC
 devkit uses >). Classes without ground truth get AP NaN and are left out of the mean (COCO
 convention). No "difficult" flags are used.
@@ -20,9 +20,10 @@ import logging
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-import shapely
 import torch
 from faster_coco_eval import COCO, COCOeval_faster
+
+from fusion_perception.boxes import box_iou_rotated
 
 _log = logging.getLogger(__name__)
 _ANGLE_TOL = 1e-6
@@ -167,31 +168,15 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else float("nan")
 
 
-def rotated_corners(boxes: np.ndarray) -> np.ndarray:
-    """Rotated boxes [n, 5] -> corners [n, 4, 2] (x, y) in the package angle convention."""
-    cos, sin = np.cos(boxes[:, 4]), np.sin(boxes[:, 4])
-    ex = np.stack((cos, sin), axis=-1) * (boxes[:, 2:3] / 2.0)  # half x-axis, [n, 2]
-    ey = np.stack((-sin, cos), axis=-1) * (boxes[:, 3:4] / 2.0)  # half y-axis, [n, 2]
-    signs = np.array([[-1.0, -1.0], [1.0, -1.0], [1.0, 1.0], [-1.0, 1.0]])
-    return (
-        boxes[:, None, :2]
-        + signs[None, :, 0:1] * ex[:, None, :]
-        + signs[None, :, 1:2] * ey[:, None]
-    )
-
-
 def rotated_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
-    """Exact pairwise IoU of rotated boxes [n, 5] x [m, 5] -> [n, m] via polygon intersection.
-
-    Zero-area boxes have IoU 0 with everything.
-    """
+    """Exact pairwise IoU of rotated boxes [n, 5] x [m, 5] -> [n, m] (the runtime's polygon IoU, so
+    evaluation and NMS agree on what overlap means). Zero-area boxes have IoU 0 with everything."""
     if boxes1.shape[0] == 0 or boxes2.shape[0] == 0:
         return np.zeros((boxes1.shape[0], boxes2.shape[0]))
-    poly1 = shapely.polygons(rotated_corners(boxes1))
-    poly2 = shapely.polygons(rotated_corners(boxes2))
-    inter = shapely.area(shapely.intersection(poly1[:, None], poly2[None, :]))
-    union = (boxes1[:, 2] * boxes1[:, 3])[:, None] + (boxes2[:, 2] * boxes2[:, 3])[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    iou = box_iou_rotated(
+        torch.as_tensor(boxes1, dtype=torch.float64), torch.as_tensor(boxes2, dtype=torch.float64)
+    )
+    return iou.numpy()
 
 
 def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:

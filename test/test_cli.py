@@ -1,0 +1,108 @@
+"""fusion-init, fusion-info and fusion-infer as users run them (in-process `main`, and one real
+console-script run to check the installed entry points)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import pytest
+
+pytest.importorskip("torch")
+
+from conftest import REPO
+
+from fusion_perception.checkpoint import load_checkpoint
+from fusion_perception.cli import infer, info, init
+from fusion_perception.cli.common import run_cli
+
+PAIRS = ("manCar", "carLight", "labMan")
+
+
+@pytest.fixture(scope="module")
+def vifb_subset(vifb_dir, tmp_path_factory) -> Path:
+    """Three real pairs, plus one RGB image without a thermal partner."""
+    root = tmp_path_factory.mktemp("vifb")
+    for kind in ("vis", "ir"):
+        (root / kind).mkdir()
+        for name in PAIRS:
+            shutil.copy(vifb_dir / kind / f"{name}.jpg", root / kind / f"{name}.jpg")
+    shutil.copy(vifb_dir / "vis" / "kettle.jpg", root / "vis" / "lonely.jpg")
+    return root
+
+
+def test_init_writes_a_loadable_checkpoint(tmp_path):
+    out = tmp_path / "obb.pt"
+    args = [str(REPO / "config/models/nano_obb.yaml"), str(out), "--classes", "car,truck,bus"]
+    assert init.main([*args, "--size", "320x256"]) == 0
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.class_names == ["car", "truck", "bus"]
+    assert checkpoint.model_config.detection_head.rotated
+    assert checkpoint.input_size == (320, 256)
+    assert checkpoint.provenance["tool"] == "fusion-init"
+
+
+def test_init_errors_are_one_line_and_exit_2(tmp_path, capsys):
+    missing = str(tmp_path / "nope.yaml")
+    assert run_cli("fusion-init", init.main, [missing, str(tmp_path / "x.pt")]) == 2
+    assert "fusion-init: error:" in capsys.readouterr().err
+    args = [str(REPO / "config/models/nano.yaml"), str(tmp_path / "x.pt"), "--size", "100x100"]
+    assert run_cli("fusion-init", init.main, args) == 2
+    assert (
+        "input_size: 100x100 is not a multiple of the network stride 32" in capsys.readouterr().err
+    )
+
+
+def test_info_reports_parameters_flops_and_time(node_checkpoint, capsys):
+    assert info.main([str(node_checkpoint), "--runs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "parameters" in text and "GFLOPs" in text and "forward" in text
+    figures = info.describe(REPO / "config/models/nano.yaml", (320, 256), "cpu", 2)
+    assert figures["parameters"] > 10_000 and figures["gflops"] > 0
+    assert figures["forward_ms_median"] > 0
+
+
+def test_infer_on_real_pairs(node_checkpoint, vifb_subset, tmp_path):
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(node_checkpoint), "--rgb", str(vifb_subset / "vis")]
+    args += ["--thermal", str(vifb_subset / "ir"), "--out", str(out), "--score-threshold", "0"]
+    assert infer.main([*args, "--device", "cpu"]) == 0
+    for name in PAIRS:
+        fused = cv2.imread(str(out / "fused" / f"{name}.png"))
+        rgb = cv2.imread(str(vifb_subset / "vis" / f"{name}.jpg"))
+        assert fused.shape == rgb.shape
+        assert (out / "annotated" / f"{name}.png").is_file()
+    assert not (out / "fused" / "lonely.png").exists()
+    records = json.loads((out / "detections.json").read_text())
+    assert {r["image"] for r in records} == set(PAIRS)
+    for record in records:
+        assert set(record) == {"image", "class_id", "class_name", "score", "bbox", "angle"}
+        assert record["class_name"] == ["person", "car"][record["class_id"]]
+        w, h = record["bbox"][2:]
+        assert w > 0 and h > 0 and record["angle"] == 0
+
+
+def test_infer_single_files_and_errors(node_checkpoint, vifb_subset, tmp_path, capsys):
+    out = tmp_path / "single"
+    base = ["--checkpoint", str(node_checkpoint), "--out", str(out)]
+    rgb, ir = vifb_subset / "vis" / "manCar.jpg", vifb_subset / "ir" / "labMan.jpg"
+    code = run_cli("fusion-infer", infer.main, [*base, "--rgb", str(rgb), "--thermal", str(ir)])
+    assert code == 2
+    assert "differ in size; pass --calibration" in capsys.readouterr().err
+    bad = ["--rgb", str(rgb), "--thermal", str(tmp_path / "missing")]
+    assert run_cli("fusion-infer", infer.main, [*base, *bad]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_scripts_are_installed():
+    scripts = Path(sys.executable).parent
+    for name in ("fusion-init", "fusion-info", "fusion-infer", "fusion_node", "synthetic_camera"):
+        assert (scripts / name).exists(), name
+    result = subprocess.run(
+        [str(scripts / "fusion-infer"), "--help"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "--checkpoint" in result.stdout
