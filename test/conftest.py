@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import os
 import random
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 VIFB = REPO.parent / "shared" / "data" / "vifb"
+# Test the working tree, not the copies `make test` installed into the venv (those serve the
+# console scripts and share/ files).
+for source in (REPO / "training", REPO):
+    if str(source) not in sys.path:
+        sys.path.insert(0, str(source))
 
 
 def pytest_configure(config: pytest.Config) -> None:

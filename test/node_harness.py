@@ -91,16 +91,22 @@ class Harness:
             self.executor.spin_once(timeout_sec=0.05)
         return condition()
 
-    def wait_for_node(self, timeout: float = 60.0) -> None:
-        """Wait until fusion_node subscribed to both inputs (it loads torch and the model first)."""
-        ok = self.spin_until(
-            lambda: (
-                self.pub_rgb.get_subscription_count() > 0
-                and self.pub_thermal.get_subscription_count() > 0
-            ),
-            timeout,
-        )
-        assert ok, "fusion_node did not subscribe to its inputs"
+    def wait_for_node(self, bgr: np.ndarray, thermal: np.ndarray, timeout: float = 60.0) -> None:
+        """Wait until fusion_node answers a pair end to end, then forget that answer.
+
+        Seeing its subscriptions is not enough: discovery is not symmetric, and frames sent before
+        the node has matched our publishers are lost (best effort), so pairs are re-sent until one
+        comes back.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.detections:
+            if self.pub_rgb.get_subscription_count() and self.pub_thermal.get_subscription_count():
+                self.publish_pair(bgr, thermal)
+            self.spin_until(lambda: bool(self.detections), 0.5)
+        assert self.detections, "fusion_node did not answer within the timeout"
+        self.spin_until(lambda: False, 0.3)
+        self.detections.clear()
+        self.fused.clear()
 
     def close(self) -> None:
         self.executor.remove_node(self.node)

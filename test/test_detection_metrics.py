@@ -3,19 +3,13 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from fusion_training.metrics import detection as dm
 from shapely import affinity
 from shapely.geometry import box as shapely_box
-
-# test the working tree's training/ package, not a copy installed into the venv
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
-from fusion_training.metrics import detection as dm
 
 
 def _gt(boxes, labels):

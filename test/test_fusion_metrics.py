@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,10 +11,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
-# test the working tree's training/ package, not a copy installed into the venv
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
 from fusion_training.metrics import fusion as fm
 
 VIFB = Path(__file__).resolve().parents[2] / "shared" / "data" / "vifb"

@@ -49,7 +49,7 @@ def test_pairs_in_detections_and_fused_image_out(ros_context, tmp_path, node_che
     bgr, thermal = vifb_pair(vifb_dir)
     harness = Harness(ros_context)
     with running(node_args(node_checkpoint), tmp_path / "node.log") as proc:
-        harness.wait_for_node()
+        harness.wait_for_node(bgr, thermal)
         sent = {}
         for _ in range(5):
             rgb = harness.publish_pair(bgr, thermal)
@@ -124,7 +124,7 @@ def test_bad_input_is_reported_and_the_node_keeps_going(
         ("stamps backwards", lambda: _publish_backwards(harness, bgr, thermal), "stamp_backwards"),
     ]
     with running(node_args(node_checkpoint), log) as proc:
-        harness.wait_for_node()
+        harness.wait_for_node(bgr, thermal)
         for name, publish_bad, _ in cases:
             publish_bad()
             time.sleep(0.3)
@@ -218,7 +218,7 @@ def test_fast_cameras_slow_model_keep_latency_bounded(
     bgr, thermal = vifb_pair(vifb_dir)
     harness = Harness(ros_context)
     with running(node_args(node_checkpoint, "publish.annotated:=false"), tmp_path / "node.log"):
-        harness.wait_for_node()
+        harness.wait_for_node(bgr, thermal)
         start = time.monotonic()
         next_frame = start
         while time.monotonic() - start < 6.0:

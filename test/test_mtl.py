@@ -3,18 +3,12 @@
 from __future__ import annotations
 
 import math
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-
-# test the working tree's training/ package, not a copy installed into the venv
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
-
 from fusion_training import mtl
+from torch import nn
 
 TASKS = ("fusion", "detection")
 

@@ -365,13 +365,14 @@ def cross_modal_mix(
 def modality_dropout(
     item: Item, rng: np.random.Generator, probability: float, rgb_share: float
 ) -> str | None:
-    """With ``probability``, zero one whole modality in place (RGB with ``rgb_share``, else
-    thermal); returns the dropped modality or None."""
+    """With ``probability``, blank one whole modality (RGB with ``rgb_share``, else thermal);
+    returns the dropped modality or None. A new array replaces the blanked one, so an input that
+    the geometry step passed through unchanged is never modified."""
     drop, choice = rng.random(2)  # always two draws: the stream does not depend on the outcome
     if drop >= probability:
         return None
     modality = "rgb" if choice < rgb_share else "thermal"
-    item[modality][...] = 0
+    item[modality] = np.zeros_like(item[modality])
     return modality
 
 
