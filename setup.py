@@ -43,6 +43,7 @@ setup(
             "fusion-init = fusion_perception.cli.init:entry_point",
             "fusion-info = fusion_perception.cli.info:entry_point",
             "fusion-infer = fusion_perception.cli.infer:entry_point",
+            "fusion-demo = fusion_perception.ros.demo:main",
         ],
     },
 )
