@@ -16,7 +16,7 @@ demo: setup
 	@$(ROS_ENV) && tools/demo.sh
 
 bench: setup
-	@$(ROS_ENV) && $(PY) -m fusion_perception.bench --out docs/benchmarks.md
+	@$(ROS_ENV) && $(PY) tools/bench.py --out docs/benchmarks.md
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

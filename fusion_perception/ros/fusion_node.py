@@ -86,6 +86,7 @@ class FusionNode(Node):
         self._logged_count: dict[str, int] = {}
         self.latest: dict[str, Any] = dict.fromkeys(STREAMS)
         self.arrivals: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
+        self.receive_delay_ms: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
         self.stage_ms: dict[str, deque[float]] = {}
         self.ages_ms: deque[float] = deque(maxlen=100)
         self.processed = 0
@@ -178,6 +179,8 @@ class FusionNode(Node):
         """Callback: store only. Decoding and inference happen on the worker thread."""
         now = time.monotonic()
         self.arrivals[stream].append(now)
+        # Transport delay as seen here (wall clock minus stamp): shows DDS cost and clock skew.
+        self.receive_delay_ms[stream].append((time.time_ns() - stamp_ns(msg)) / 1e6)
         with self._lock:
             self.latest[stream] = (now, msg)
         result = self.pairing.push(stream, stamp_ns(msg), msg)
@@ -327,8 +330,14 @@ class FusionNode(Node):
             values[f"{stream}_rate_hz"] = f"{rate:.2f}"
             values[f"{stream}_dropped"] = s.dropped
             values[f"{stream}_unmatched"] = s.unmatched
+            if s.last_age_ns is not None:
+                values[f"{stream}_last_message_age_ms"] = f"{s.last_age_ns / 1e6:.1f}"
+            if self.receive_delay_ms[stream]:
+                delay = float(np.median(self.receive_delay_ms[stream]))
+                values[f"{stream}_receive_delay_ms"] = f"{delay:.2f}"
         if stats.dt_abs_mean_ns is not None:
             values["pair_dt_mean_ms"] = f"{stats.dt_abs_mean_ns / 1e6:.2f}"
+            values["pair_dt_p95_ms"] = f"{stats.dt_abs_p95_ns / 1e6:.2f}"
         for stage, samples in self.stage_ms.items():
             values[f"{stage}_ms"] = f"{float(np.mean(samples)):.2f}"
         if self.ages_ms:
