@@ -153,8 +153,8 @@ def test_evaluation_letterbox_pads_and_shifts_boxes() -> None:
     out = PairedAugment(AugmentConfig.evaluation((64, 64)))(item)
     assert out["rgb"].shape == (64, 64, 3)
     assert (
-        (out["rgb"][:8] == 114).all()
-        and (out["rgb"][56:] == 114).all()
+        (out["rgb"][:8] == 0).all()
+        and (out["rgb"][56:] == 0).all()
         and (out["thermal"][:8] == 0).all()
     )
     np.testing.assert_array_equal(out["rgb"][8:56], item["rgb"])

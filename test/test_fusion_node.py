@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import sys
 import time
 
 import numpy as np
@@ -252,3 +253,32 @@ def _dropped(harness: Harness) -> int:
         return 0
     values = {kv.key: kv.value for kv in status.values}
     return int(values.get("rgb_dropped", 0))
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        ("fallback:=sideways", "parameter fallback: 'sideways' is not one of"),
+        ("sync.slop:=5.0", "sync.slop"),
+        ("checkpoint:=/nonexistent/model.pt", "checkpoint"),
+    ],
+)
+def test_bad_configuration_stops_with_the_parameter_named(
+    tmp_path, node_checkpoint, param, expected
+):
+    import subprocess
+
+    from ros_process import ros_env
+
+    args = node_args(node_checkpoint, param)
+    result = subprocess.run(
+        [sys.executable, *args],
+        env=ros_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert expected in result.stdout + result.stderr, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr

@@ -57,14 +57,17 @@ class FusionNode(Node):
         super().__init__("fusion_node", **kwargs)
         self.p = node_params.declare_and_read(self)
         checkpoint = self.p["checkpoint"] or str(default_checkpoint())
-        self.engine = FusionEngine(
-            checkpoint,
-            device=self.p["device"],
-            fp16=self.p["fp16"] and self.p["device"] != "cpu" and _cuda_available(),
-            score_threshold=self.p["score_threshold"],
-            nms_threshold=self.p["nms_threshold"],
-            max_detections=self.p["max_detections"],
-        )
+        try:
+            self.engine = FusionEngine(
+                checkpoint,
+                device=self.p["device"],
+                fp16=self.p["fp16"] and self.p["device"] != "cpu" and _cuda_available(),
+                score_threshold=self.p["score_threshold"],
+                nms_threshold=self.p["nms_threshold"],
+                max_detections=self.p["max_detections"],
+            )
+        except CheckpointError as exc:
+            raise ValueError(f"parameter checkpoint: {exc}") from None
         self.normalizer = self._make_normalizer()
         self.registration = (
             Registration.from_yaml(self.p["calibration_file"])
@@ -386,8 +389,9 @@ class FusionNode(Node):
 
     def destroy_node(self) -> None:
         self._running = False
-        if self._worker.is_alive():
-            self._worker.join(timeout=5.0)
+        worker = getattr(self, "_worker", None)  # absent when start-up failed
+        if worker is not None and worker.is_alive():
+            worker.join(timeout=5.0)
         super().destroy_node()
 
 

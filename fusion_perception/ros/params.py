@@ -15,6 +15,7 @@ from rcl_interfaces.msg import (
     IntegerRange,
     ParameterDescriptor,
 )
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
 
@@ -115,7 +116,10 @@ def declare_and_read(node: Node) -> dict[str, Any]:
     """Declare every parameter, read it once, validate it; returns name -> value."""
     values = {}
     for spec in PARAMS:
-        value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        try:
+            value = node.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+            raise ValueError(f"parameter {spec.name}: {exc}") from None
         check(spec, value)
         values[spec.name] = value
     if values["thermal.p_lo"] >= values["thermal.p_hi"]:

@@ -63,7 +63,7 @@ class AugmentConfig:
     output_size: tuple[int, int]
     rotated: bool = False
     letterbox: bool = True
-    rgb_pad: int = 114
+    rgb_pad: int = 0  # the letterbox fill FusionEngine uses at inference
     thermal_pad: float = 0.0
     crop_probability: float = 0.5
     crop_scale: tuple[float, float] = (0.35, 1.0)

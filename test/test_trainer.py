@@ -1,0 +1,312 @@
+"""End-to-end trainer: real tiny runs on synthetic scenes, exact resume, every MTL method, DDP."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# test the working tree's training/ package, not a copy installed into the venv
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
+
+from fusion_training.cli.train import entry_point
+from fusion_training.config import TrainingConfigError, load_training_config
+from fusion_training.datasets import build_dataset, collate
+from fusion_training.engine import NonFiniteLossError, train_one_epoch
+from fusion_training.losses import UniFusODLoss
+from fusion_training.mtl import METHODS, build_method
+from fusion_training.trainer import Trainer
+
+from fusion_perception.checkpoint import load_checkpoint
+from fusion_perception.engine import FusionEngine
+from fusion_perception.model import build_model
+from fusion_perception.synthetic import SceneGenerator
+
+REPO = Path(__file__).resolve().parents[1]
+NANO = REPO / "config" / "training" / "synthetic_nano.yaml"
+# 64x64 scenes, 8 training images in batches of 2 (4 steps per epoch), cheap augmentation
+SMALL = {
+    "input_size": [64, 64],
+    "dataset.train.length": 8,
+    "dataset.val": None,
+    "batch_size": 2,
+    "augment.options": {"rgb_pad": 0, "hue": 0.0, "saturation": 0.0},
+    "progress": False,
+}
+
+
+def _config(out: Path, **overrides):
+    return load_training_config(NANO, {**SMALL, "output_dir": str(out), **overrides})
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="", encoding="utf-8") as stream:
+        return list(csv.DictReader(stream))
+
+
+def test_tiny_run_learns_and_its_checkpoint_runs_in_the_engine(tmp_path):
+    # one fixed batch without augmentation: the losses must go down
+    config = _config(
+        tmp_path / "run",
+        **{
+            "dataset.train.length": 2,
+            "dataset.val": {"length": 2, "seed": 7},
+            "augment.enabled": False,
+            "epochs": 8,
+            "eval.every": 4,
+            "eval.fusion_images": 2,
+        },
+    )
+    result = Trainer(config).fit()
+    assert result.step == 8 and result.epoch == 8
+    rows = _rows(tmp_path / "run" / "train_log.csv")
+    assert [int(r["step"]) for r in rows] == list(range(1, 9))
+    for term in ("total", "fusion", "detection"):  # UnityGrad improves both tasks
+        values = [float(r[f"loss/{term}"]) for r in rows]
+        assert all(math.isfinite(v) for v in values)
+        assert np.mean(values[-2:]) < np.mean(values[:2]), (term, values)
+    for column in ("alpha/fusion", "alpha/detection", "grad_norm/fusion", "grad_norm/detection"):
+        assert all(float(r[column]) > 0 for r in rows), column
+    assert all(-1 <= float(r["cos/fusion-detection"]) <= 1 for r in rows)
+    assert [float(r["lr"]) for r in rows] == [1e-3] * 8
+    assert len(_rows(tmp_path / "run" / "eval_log.csv")) == 2  # after epochs 4 and 8
+    assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
+
+    checkpoint = load_checkpoint(result.last_checkpoint)
+    assert checkpoint.class_names == ["person", "car"]
+    assert checkpoint.input_size == (64, 64)
+    assert checkpoint.thermal_normalization["scheme"] == "fixed_range"
+    assert checkpoint.thermal_normalization["params"]["hi"] == 12000.0
+    assert checkpoint.provenance["step"] == 8
+    assert checkpoint.provenance["config"] == config.to_dict()
+    assert set(checkpoint.provenance["metrics"]) >= {"mAP50", "loss/total", "fusion/SSIM"}
+    assert load_checkpoint(result.best_checkpoint).provenance["metrics"]["mAP50"] == (
+        result.best_value
+    )
+    scene = SceneGenerator(100, 80, classes=("person", "car"), seed=3).sample(0)
+    engine = FusionEngine(checkpoint, device="cpu", score_threshold=0.0, warmup=0)
+    thermal = (scene.thermal_raw.astype(np.float32) - 5000) / 7000
+    out = engine.infer(scene.rgb, thermal.clip(0, 1))
+    assert out.fused_luma.shape == (80, 100) and out.fused_luma.dtype == np.uint8
+    assert len(out.detections) > 0 and np.isfinite(out.detections.boxes).all()
+
+
+def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
+    overrides = {"epochs": 3, "mtl.update_every": 2, "scheduler.step_size": 1}
+    Trainer(_config(tmp_path / "straight", max_steps=6, **overrides)).fit()
+    # stop in the middle of the first epoch (step 3 of 4), then resume across an epoch boundary
+    Trainer(_config(tmp_path / "split", max_steps=3, **overrides)).fit()
+    state = torch.load(tmp_path / "split" / "last_state.pt", weights_only=False)
+    assert (state["step"], state["epoch"], state["batch_in_epoch"]) == (3, 0, 3)
+    result = Trainer(_config(tmp_path / "split", max_steps=6, **overrides)).fit(resume=True)
+    assert result.step == 6
+
+    a = load_checkpoint(tmp_path / "straight" / "last.pt").state_dict
+    b = load_checkpoint(tmp_path / "split" / "last.pt").state_dict
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    straight = torch.load(tmp_path / "straight" / "last_state.pt", weights_only=False)
+    resumed = torch.load(tmp_path / "split" / "last_state.pt", weights_only=False)
+    assert straight["scheduler"] == resumed["scheduler"]
+    assert straight["scheduler"]["last_epoch"] == 1  # one finished epoch, lr decayed once
+    steps = [s["step"] for s in resumed["optimizer"]["state"].values()]
+    assert {float(s) for s in steps} == {6.0}
+    assert resumed["method"]["state"]["_measured_step"] == ("value", 4)
+    rows_a = _rows(tmp_path / "straight" / "train_log.csv")
+    rows_b = _rows(tmp_path / "split" / "train_log.csv")
+    assert [r["step"] for r in rows_b] == [str(i) for i in range(1, 7)]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        assert float(ra["loss/total"]) == pytest.approx(float(rb["loss/total"]), rel=1e-5)
+        assert ra["lr"] == rb["lr"]
+
+
+@pytest.fixture(scope="module")
+def tiny_batches():
+    data = build_dataset("synthetic", length=4, width=64, height=64, seed=5, max_objects=3)
+    items = [data[i] for i in range(4)]
+    return [collate(items[:2]), collate(items[2:])]
+
+
+@pytest.fixture(scope="module")
+def nano_config(tmp_path_factory):
+    return _config(tmp_path_factory.mktemp("methods")).model_config()
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_multitask_method_trains(name, tiny_batches, nano_config):
+    torch.manual_seed(0)
+    model = build_model(nano_config)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method = build_method(name, ("fusion", "detection"))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    logs = []
+    step = train_one_epoch(
+        model,
+        UniFusODLoss(),
+        method,
+        optimizer,
+        tiny_batches,
+        torch.device("cpu"),
+        epoch=0,
+        step=0,
+        grad_clip=1.0,
+        on_step=logs.append,
+    )
+    assert step == 2 and [entry.step for entry in logs] == [1, 2]
+    for entry in logs:
+        assert all(math.isfinite(v) for v in entry.losses.values())
+        assert set(entry.report.alpha) == {"fusion", "detection"}
+        assert math.isfinite(entry.grad_norm)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("backbone.") for k in changed)
+    assert any(k.startswith("fusion_head.") for k in changed)
+    assert any(k.startswith("detection_head.") for k in changed)
+
+
+def test_a_non_finite_loss_stops_training_and_prints_the_loss_dict(tiny_batches, nano_config):
+    model = build_model(nano_config)
+    bad = dict(tiny_batches[0])
+    bad["thermal"] = bad["thermal"].clone()
+    bad["thermal"][0, 0, 10, 10] = float("nan")
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with pytest.raises(
+        NonFiniteLossError, match=r"Loss is nan, stopping training at step 0"
+    ) as err:
+        train_one_epoch(
+            model,
+            UniFusODLoss(),
+            build_method("unitygrad", ("fusion", "detection")),
+            torch.optim.Adam(model.parameters()),
+            [bad],
+            torch.device("cpu"),
+            epoch=0,
+            step=0,
+        )
+    for term in ("'ssim'", "'gradient'", "'classification'", "'bbox_regression'", "'total'"):
+        assert term in str(err.value)
+    assert all(torch.equal(p, before[k]) for k, p in model.named_parameters())  # no step taken
+
+
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [
+        ({"optimizer.lrr": 1e-3}, "optimizer.lrr"),
+        ({"optimizer": {"lr": -1.0}}, "optimizer.lr"),
+        ({"loss": {"focal": -2.0}}, "loss.focal"),
+        ({"mtl.options": {"eig_flor": 0.1}}, "mtl.options.eig_flor"),
+        ({"augment.options": {"hue": 2.0}}, "augment.options.hue"),
+        ({"dataset.options": {"lenght": 3}}, "dataset.options.lenght"),
+        ({"batch_size": "four"}, "batch_size"),
+        ({"input_size": [100, 64]}, "input_size"),
+        ({"eval.best_metric": "AP50"}, "eval.best_metric"),
+    ],
+)
+def test_bad_config_values_are_named(tmp_path, overrides, key):
+    with pytest.raises(TrainingConfigError, match=key.replace(".", r"\.")):
+        load_training_config(NANO, {"output_dir": str(tmp_path), **overrides})
+
+
+def test_unknown_yaml_key_is_named(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(NANO.read_text().replace("grad_clip:", "grad_clipp:"), encoding="utf-8")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "nano.yaml").write_text(
+        (REPO / "config" / "models" / "nano.yaml").read_text(), encoding="utf-8"
+    )
+    path.write_text(path.read_text().replace("../models/", "models/"), encoding="utf-8")
+    with pytest.raises(TrainingConfigError, match="unknown config key 'grad_clipp'"):
+        load_training_config(path)
+
+
+def test_cli_reports_user_errors_with_exit_code_2(tmp_path, capsys):
+    args = ["--config", str(NANO), "--out", str(tmp_path / "out")]
+    assert entry_point([*args, "--set", "scheduler.gama=0.1"]) == 2
+    assert "fusion-train: error:" in capsys.readouterr().err
+    missing = tmp_path / "no_such_dataset"
+    dataset = json.dumps({"format": "m3fd", "root": "unused"})
+    m3fd = [*args, "--set", f"dataset={dataset}", "--set", "classes=null", "--data", str(missing)]
+    assert entry_point(m3fd) == 2
+    err = capsys.readouterr().err
+    assert "fusion-train: error:" in err and str(missing) in err
+    assert entry_point(["--config", str(tmp_path / "missing.yaml")]) == 2
+
+
+def test_cli_trains_saves_the_resolved_config_and_resumes(tmp_path):
+    out = tmp_path / "cli"
+    sets = [f"{k}={json.dumps(v)}" for k, v in SMALL.items()]
+    args = ["--config", str(NANO), "--out", str(out), "--device", "cpu"]
+    args += [a for s in sets for a in ("--set", s)]
+    assert entry_point([*args, "--max-steps", "1"]) == 0
+    saved = load_training_config(out / "config.yaml")
+    assert saved.max_steps == 1 and saved.input_size == (64, 64) and saved.device == "cpu"
+    assert saved.model == str((REPO / "config" / "models" / "nano.yaml").resolve())
+    assert entry_point([*args, "--max-steps", "2", "--resume"]) == 0
+    assert load_checkpoint(out / "last.pt").provenance["step"] == 2
+    assert load_training_config(out / "config.yaml").max_steps == 2
+    assert [r["step"] for r in _rows(out / "train_log.csv")] == ["1", "2"]
+    assert entry_point(["--config", str(NANO), "--out", str(tmp_path / "empty"), "--resume"]) == 2
+    assert entry_point([*args, "--max-steps", "3"]) == 2  # would overwrite the run: refused
+
+
+def test_gpu_recipe_has_the_papers_defaults():
+    config = load_training_config(REPO / "config" / "training" / "m3fd_small.yaml")
+    assert (config.optimizer.name, config.optimizer.lr) == ("adam", 1e-4)
+    assert (config.scheduler.name, config.scheduler.step_size) == ("step", 10)
+    assert config.mtl.method == "unitygrad" and config.amp and config.amp_dtype == "bfloat16"
+    weights = config.loss_weights()
+    assert weights.detection_weight == 0.4
+    assert (weights.ssim, weights.gradient, weights.box, weights.focal) == (1.0, 1.0, 1.0, 1.0)
+    assert config.model_config().detection_head.num_classes == 6
+
+
+_DDP_SCRIPT = """
+import json, sys
+from pathlib import Path
+import torch
+from fusion_training.config import load_training_config
+from fusion_training.trainer import Trainer
+
+config = load_training_config(sys.argv[1], json.loads(sys.argv[2]))
+trainer = Trainer(config)
+result = trainer.fit()
+state = {k: v.detach().cpu() for k, v in trainer.model.state_dict().items()}
+torch.save({"state": state, "step": result.step}, Path(sys.argv[3]) / f"rank{trainer.rank}.pt")
+"""
+
+
+@pytest.mark.slow
+def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
+    script = tmp_path / "ddp_train.py"
+    script.write_text(_DDP_SCRIPT, encoding="utf-8")
+    out = tmp_path / "run"
+    overrides = {**SMALL, "output_dir": str(out), "max_steps": 3, "epochs": 2, "device": "cpu"}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(REPO / "training"), os.environ.get("PYTHONPATH", "")]),
+    }
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    command += ["--standalone", str(script), str(NANO), json.dumps(overrides), str(tmp_path)]
+    done = subprocess.run(command, check=False, env=env, capture_output=True, text=True, timeout=85)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 3
+    assert ranks[0]["state"].keys() == ranks[1]["state"].keys()
+    for key, value in ranks[0]["state"].items():
+        assert torch.equal(value, ranks[1]["state"][key]), key
+    checkpoint = load_checkpoint(out / "last.pt")
+    assert checkpoint.provenance["world_size"] == 2 and checkpoint.provenance["step"] == 3
+    torch.manual_seed(0)  # the trainer's initialisation with seed 0: training moved the weights
+    initial = build_model(checkpoint.model_config).state_dict()
+    assert not torch.equal(
+        initial["backbone.stem.0.weight"], ranks[0]["state"]["backbone.stem.0.weight"]
+    )
