@@ -10,12 +10,13 @@ a checkpoint and read again by `from_dict`.
 from __future__ import annotations
 
 import dataclasses
-import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
+
+from fusion_perception.schema import describe_type, to_plain, type_ok
 
 __all__ = [
     "BACKBONES",
@@ -176,7 +177,7 @@ class ModelConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists instead of tuples), the inverse of `from_dict`."""
-        return _to_plain(self)
+        return to_plain(self)
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> ModelConfig:
         """Copy with dotted-key overrides, e.g. ``{"detection_head.num_classes": 3}``, validated."""
@@ -242,35 +243,6 @@ def _from_mapping(cls: type, data: Any, prefix: str) -> Any:
     return cls(**kwargs)
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, option) for option in typing.get_args(hint))
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        return isinstance(value, tuple) and all(_type_ok(v, item) for v in value)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    return "null" if hint is type(None) else hint.__name__
-
-
 def _check_tree(node: Any, prefix: str) -> None:
     """Type-check every field of a dataclass tree; floats given as ints become floats."""
     for name, hint in _hints(type(node)).items():
@@ -281,8 +253,8 @@ def _check_tree(node: Any, prefix: str) -> None:
                 raise ModelConfigError(f"{key} must be a {hint.__name__}, got {value!r}")
             _check_tree(value, key + ".")
             continue
-        if not _type_ok(value, hint):
-            raise ModelConfigError(f"{key} must be {_describe(hint)}, got {value!r}")
+        if not type_ok(value, hint):
+            raise ModelConfigError(f"{key} must be {describe_type(hint)}, got {value!r}")
         if hint is float:
             object.__setattr__(node, name, float(value))
         elif typing.get_origin(hint) is tuple and typing.get_args(hint)[0] is float:
@@ -385,11 +357,3 @@ def _check_ranges(cfg: ModelConfig) -> None:
     )
     _require(det.focal_gamma >= 0, "detection_head.focal_gamma", det.focal_gamma, ">= 0")
     _require(det.pre_nms_top_k >= 1, "detection_head.pre_nms_top_k", det.pre_nms_top_k, ">= 1")
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, tuple):
-        return [_to_plain(v) for v in value]
-    return value

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Literal, Union
 
 from fusion_perception.model import ModelConfig, ModelConfigError, load_model_config
+from fusion_perception.schema import describe_type, to_plain, type_ok
 from fusion_training.losses import LossWeights
 
 __all__ = [
@@ -177,7 +178,7 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) that `from_dict` reads back."""
-        return _to_plain(self)
+        return to_plain(self)
 
     @classmethod
     def from_dict(
@@ -251,39 +252,6 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def _type_ok(value: Any, hint: Any) -> bool:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return value in typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, option) for option in typing.get_args(hint))
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        return isinstance(value, (list, tuple)) and all(_type_ok(v, item) for v in value)
-    if hint is type(None):
-        return value is None
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is dict:
-        return isinstance(value, Mapping)
-    return isinstance(value, hint)
-
-
-def _describe(hint: Any) -> str:
-    origin = typing.get_origin(hint)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
-    if origin in (Union, types.UnionType):
-        return " or ".join(_describe(a) for a in typing.get_args(hint))
-    if origin is tuple:
-        return f"a list of {_describe(typing.get_args(hint)[0])}"
-    if hint is dict:
-        return "a mapping"
-    return "null" if hint is type(None) else hint.__name__
-
-
 def _convert(value: Any, hint: Any) -> Any:
     """YAML value -> field value: lists become tuples, ints become floats where floats are due."""
     if value is None:
@@ -329,8 +297,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         if dataclasses.is_dataclass(hint):
             kwargs[key] = _build(hint, value, dotted + ".")
             continue
-        if not _type_ok(value, hint):
-            raise TrainingConfigError(f"{dotted} must be {_describe(hint)}, got {value!r}")
+        if not type_ok(value, hint):
+            raise TrainingConfigError(f"{dotted} must be {describe_type(hint)}, got {value!r}")
         kwargs[key] = _convert(value, hint)
     try:
         return cls(**kwargs)
@@ -347,16 +315,6 @@ def _qualified(prefix: str, error: Exception, names: Any) -> TrainingConfigError
     if first in names:
         return TrainingConfigError(prefix + message)
     return TrainingConfigError(f"{prefix.rstrip('.') or 'config'}: {message}")
-
-
-def _to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value):
-        return {f.name: _to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (tuple, list)):
-        return [_to_plain(v) for v in value]
-    if isinstance(value, Mapping):
-        return {str(k): _to_plain(v) for k, v in value.items()}
-    return value
 
 
 def _require(condition: bool, key: str, value: Any, expectation: str) -> None:
