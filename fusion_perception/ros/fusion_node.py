@@ -20,7 +20,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
@@ -36,6 +35,7 @@ from fusion_perception.ros import params as node_params
 from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
 from fusion_perception.ros.qos import watch_incompatible_qos
+from fusion_perception.ros.spin import spin_node
 
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 STREAMS = ("rgb", "thermal")
@@ -402,22 +402,7 @@ def _cuda_available() -> bool:
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = FusionNode()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except (CheckpointError, ValueError, FileNotFoundError) as exc:
-        # Start-up configuration errors: one clear line naming the parameter, no traceback.
-        rclpy.logging.get_logger("fusion_node").fatal(f"cannot start: {exc}")
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(FusionNode, "fusion_node", args)
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ from __future__ import annotations
 import sys
 
 import numpy as np
-import rclpy
 from rcl_interfaces.msg import ParameterDescriptor
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.time import Time
@@ -23,6 +21,7 @@ from vision_msgs.msg import Detection2DArray
 from fusion_perception.engine import Detections
 from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg
+from fusion_perception.ros.spin import spin_node
 from fusion_perception.synthetic import SceneGenerator
 
 PARAMETERS = {
@@ -116,21 +115,7 @@ class SyntheticCamera(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    rclpy.init(args=args)
-    node = None
-    try:
-        node = SyntheticCamera()
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except ValueError as exc:
-        rclpy.logging.get_logger("synthetic_camera").fatal(f"cannot start: {exc}")
-        return 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    return 0
+    return spin_node(SyntheticCamera, "synthetic_camera", args)
 
 
 if __name__ == "__main__":
