@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,12 +69,19 @@ def new_checkpoint(
     thermal_normalization: dict[str, Any] | None = None,
     provenance: dict[str, Any] | None = None,
 ) -> Checkpoint:
-    """Wrap a model's current weights; the normalization is validated by building it once."""
+    """Wrap a model's current weights; the normalization is validated by building it once.
+
+    The backbone's initial weights file is recorded in provenance, not in the model config: the
+    state dict already holds those weights, so the checkpoint never needs the file again.
+    """
     normalization = make_normalizer_dict(thermal_normalization or DEFAULT_NORMALIZATION)
     stamp = {
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "fusion_perception_version": __version__,
     }
+    if model_config.backbone.weights is not None:
+        stamp["backbone_initial_weights"] = model_config.backbone.weights
+        model_config = replace(model_config, backbone=replace(model_config.backbone, weights=None))
     checkpoint = Checkpoint(
         model_config=model_config,
         state_dict=model.state_dict(),

@@ -17,7 +17,6 @@ REPO = Path(__file__).resolve().parents[1]
 # test the working tree's training/ package, not a copy installed into the venv
 sys.path.insert(0, str(REPO / "training"))
 
-rosbags = pytest.importorskip("rosbags")
 from fusion_training.bag2dataset import SyncSettings, bag_name  # noqa: E402
 from fusion_training.cli.bag2dataset import main  # noqa: E402
 from fusion_training.datasets import PairedFolder, build_dataset  # noqa: E402

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import pytest
+import torch
+from conftest import REPO
 
-torch = pytest.importorskip("torch")
-
-from conftest import REPO  # noqa: E402
-
-from fusion_perception.checkpoint import (  # noqa: E402
+from fusion_perception.checkpoint import (
     CheckpointError,
     load_checkpoint,
     new_checkpoint,
     save_checkpoint,
 )
-from fusion_perception.model import build_model, load_model_config  # noqa: E402
+from fusion_perception.model import build_model, load_model_config
 
 
 @pytest.fixture(scope="module")

@@ -11,9 +11,6 @@ from pathlib import Path
 
 import cv2
 import pytest
-
-pytest.importorskip("torch")
-
 from conftest import REPO
 
 from fusion_perception.checkpoint import load_checkpoint
@@ -44,6 +41,32 @@ def test_init_writes_a_loadable_checkpoint(tmp_path):
     assert checkpoint.model_config.detection_head.rotated
     assert checkpoint.input_size == (320, 256)
     assert checkpoint.provenance["tool"] == "fusion-init"
+
+
+def test_init_with_backbone_weights_gives_a_self_contained_checkpoint(tmp_path):
+    """The weights file seeds the backbone once; the checkpoint must load after it is gone."""
+    import torch
+
+    from fusion_perception.model import load_model_config
+    from fusion_perception.model.backbone import OwnBackbone
+
+    config_path = REPO / "config/models/nano.yaml"
+    torch.manual_seed(11)
+    seed_backbone = OwnBackbone(load_model_config(config_path).backbone)
+    weights = tmp_path / "backbone.pth"
+    torch.save(seed_backbone.state_dict(), weights)
+    out = tmp_path / "seeded.pt"
+    args = [str(config_path), str(out), "--classes", "person", "--backbone-weights", str(weights)]
+    assert init.main([*args, "--size", "320x256"]) == 0
+    weights.unlink()
+    checkpoint = load_checkpoint(out)
+    assert checkpoint.model_config.backbone.weights is None
+    assert checkpoint.provenance["backbone_initial_weights"] == str(weights)
+    stored = {k.removeprefix("backbone."): v for k, v in checkpoint.state_dict.items()}
+    for key, value in seed_backbone.state_dict().items():
+        if key in stored:
+            assert torch.equal(stored[key], value), key
+    assert sum(key in stored for key in seed_backbone.state_dict()) > 10
 
 
 def test_init_errors_are_one_line_and_exit_2(tmp_path, capsys):
@@ -98,11 +121,32 @@ def test_infer_single_files_and_errors(node_checkpoint, vifb_subset, tmp_path, c
     assert "does not exist" in capsys.readouterr().err
 
 
-def test_console_scripts_are_installed():
+HELP_OPTIONS = {
+    "fusion-init": "--classes",
+    "fusion-info": "--size",
+    "fusion-infer": "--checkpoint",
+    "fusion-demo": "--duration",
+    "fusion-train": "--resume",
+    "fusion-eval": "--preset",
+    "fusion-export": "--format",
+    "fusion-bag2dataset": "--pseudo-labels",
+}
+
+
+def test_node_executables_are_installed():
     scripts = Path(sys.executable).parent
-    for name in ("fusion-init", "fusion-info", "fusion-infer", "fusion_node", "synthetic_camera"):
+    for name in ("fusion_node", "synthetic_camera"):
         assert (scripts / name).exists(), name
+
+
+@pytest.mark.parametrize("name", sorted(HELP_OPTIONS))
+def test_every_console_script_answers_help(name):
     result = subprocess.run(
-        [str(scripts / "fusion-infer"), "--help"], capture_output=True, text=True, check=False
+        [str(Path(sys.executable).parent / name), "--help"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
     )
-    assert result.returncode == 0 and "--checkpoint" in result.stdout
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: ") and HELP_OPTIONS[name] in result.stdout

@@ -8,13 +8,10 @@ import math
 import time
 
 import pytest
-
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("torch")
-
-from conftest import REPO  # noqa: E402
-from node_harness import Harness  # noqa: E402
-from ros_process import running  # noqa: E402
+import rclpy
+from conftest import REPO
+from node_harness import Harness
+from ros_process import running
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 TOPICS = ("/rgb/image", "/thermal/image")

@@ -6,10 +6,10 @@ import time
 
 import numpy as np
 import pytest
+import rclpy
 from processes.frame_publisher import detections, frame_pixels
 from ros_process import running
 
-rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
 FRAMES_WANTED = 3

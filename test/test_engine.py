@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-
-from fusion_perception.engine import (  # noqa: E402
+from fusion_perception.engine import (
     FusionEngine,
     Letterbox,
     clip_to_image,

@@ -6,14 +6,11 @@ import itertools
 import math
 import time
 from collections import Counter
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 from fusion_training.metrics import fusion as fm
-
-VIFB = Path(__file__).resolve().parents[2] / "shared" / "data" / "vifb"
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +225,9 @@ def test_all_metrics_fast_at_640x512():
     assert time.perf_counter() - start < 2.0
 
 
-@pytest.mark.skipif(not VIFB.is_dir(), reason=f"VIFB pairs not found at {VIFB}")
-def test_average_fusion_of_a_real_vifb_pair_is_in_published_ranges():
-    vis = cv2.cvtColor(cv2.imread(str(VIFB / "vis" / "walking.jpg")), cv2.COLOR_BGR2RGB)
-    ir = cv2.cvtColor(cv2.imread(str(VIFB / "ir" / "walking.jpg")), cv2.COLOR_BGR2RGB)
+def test_average_fusion_of_a_real_vifb_pair_is_in_published_ranges(vifb_dir):
+    vis = cv2.cvtColor(cv2.imread(str(vifb_dir / "vis" / "walking.jpg")), cv2.COLOR_BGR2RGB)
+    ir = cv2.cvtColor(cv2.imread(str(vifb_dir / "ir" / "walking.jpg")), cv2.COLOR_BGR2RGB)
     fused = (fm.prepare_image(vis) + fm.prepare_image(ir)) / 2
     text = fm.evaluate_fusion(fused, vis, ir, float_max=255.0)
     vifb = fm.evaluate_fusion(

@@ -8,12 +8,8 @@ import time
 
 import numpy as np
 import pytest
-
-rclpy = pytest.importorskip("rclpy")
-pytest.importorskip("torch")
-
-from node_harness import HEIGHT, WIDTH, Harness, vifb_pair  # noqa: E402
-from ros_process import running  # noqa: E402
+from node_harness import HEIGHT, WIDTH, Harness, vifb_pair
+from ros_process import running
 
 pytestmark = pytest.mark.ros
 
@@ -122,7 +118,16 @@ def test_bad_input_is_reported_and_the_node_keeps_going(
         ),
         ("NaN in 32FC1", lambda: harness.publish_pair(bgr, nan_thermal, "32FC1"), "finite"),
         ("empty image", lambda: _publish_empty(harness, bgr), "empty"),
-        ("stamps backwards", lambda: _publish_backwards(harness, bgr, thermal), "stamp_backwards"),
+        (
+            "stamps backwards",
+            lambda: _publish_backwards(harness, bgr, thermal, 0.05),
+            "message rejected: stamp_backwards",
+        ),
+        (
+            "clock jump",
+            lambda: _publish_backwards(harness, bgr, thermal, 5.0),
+            "clock jumped back 5.00 s (stamp_backwards",
+        ),
     ]
     with running(node_args(node_checkpoint), log) as proc:
         harness.wait_for_node(bgr, thermal)
@@ -177,8 +182,9 @@ def _publish_empty(harness: Harness, bgr) -> None:
     harness.pub_thermal.publish(ir)
 
 
-def _publish_backwards(harness: Harness, bgr, thermal) -> None:
-    harness.publish_pair(bgr, thermal, stamp_ns=harness.stamp_ns - 5_000_000_000)
+def _publish_backwards(harness: Harness, bgr, thermal, seconds: float) -> None:
+    """A pair `seconds` behind the last one: reordering (small) or a clock jump (large)."""
+    harness.publish_pair(bgr, thermal, stamp_ns=harness.stamp_ns - int(seconds * 1e9))
 
 
 def test_silent_camera_and_qos_mismatch_are_reported(

@@ -100,7 +100,6 @@ def test_encode_rejects_wrong_shape_and_dtype() -> None:
 
 
 def test_rclpy_message_round_trip() -> None:
-    pytest.importorskip("rclpy")
     from fusion_perception.ros.image_conversions import image_to_msg, msg_to_image
 
     image = random_image("mono16", 512, 640, seed=3)

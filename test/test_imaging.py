@@ -19,7 +19,6 @@ from fusion_perception.imaging import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-VIFB = REPO.parent / "shared" / "data" / "vifb"
 EXAMPLE_CALIBRATION = REPO / "config" / "calibration_example.yaml"
 
 
@@ -355,18 +354,16 @@ def test_to_uint8():
 # ---------------------------------------------------------------- real VIFB pair
 
 
-def _vifb_pair(name="carLight"):
-    if not VIFB.is_dir():
-        pytest.skip(f"VIFB data not found at {VIFB}")
-    vis = cv2.imread(str(VIFB / "vis" / f"{name}.jpg"), cv2.IMREAD_COLOR)
-    ir = cv2.imread(str(VIFB / "ir" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
+def _vifb_pair(vifb_dir, name="carLight"):
+    vis = cv2.imread(str(vifb_dir / "vis" / f"{name}.jpg"), cv2.IMREAD_COLOR)
+    ir = cv2.imread(str(vifb_dir / "ir" / f"{name}.jpg"), cv2.IMREAD_GRAYSCALE)
     assert vis is not None
     assert ir is not None
     return cv2.cvtColor(vis, cv2.COLOR_BGR2RGB), ir
 
 
-def test_vifb_normalize_and_merge():
-    rgb, ir = _vifb_pair()
+def test_vifb_normalize_and_merge(vifb_dir):
+    rgb, ir = _vifb_pair(vifb_dir)
     assert ir.shape == rgb.shape[:2]
     # the same scene as a 14-bit-like mono16 stream (affine in counts) normalizes identically
     # to the mono8 one under percentile AGC, and is monotonic in the raw values

@@ -7,14 +7,12 @@ import ast
 import py_compile
 from pathlib import Path
 
-import pytest
 import yaml
+
+from fusion_perception.ros.params import PARAMS
 
 REPO = Path(__file__).resolve().parents[1]
 LAUNCH = REPO / "launch" / "uav.launch.py"
-
-pytest.importorskip("rclpy")
-from fusion_perception.ros.params import PARAMS  # noqa: E402
 
 DECLARED = {spec.name for spec in PARAMS}
 

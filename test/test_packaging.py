@@ -32,7 +32,8 @@ def test_setup_py_never_asks_pip_for_ros_packages() -> None:
 
 
 def test_share_files_are_installed_in_the_venv() -> None:
-    ament_index = pytest.importorskip("ament_index_python.packages")
+    from ament_index_python import packages as ament_index
+
     prefix = os.environ.get("AMENT_PREFIX_PATH", str(Path(sys.prefix)))
     os.environ["AMENT_PREFIX_PATH"] = prefix
     share = Path(ament_index.get_package_share_directory("fusion_perception"))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import importlib
 
 import pytest
+import rclpy
 
-rclpy = pytest.importorskip("rclpy")
 pytestmark = pytest.mark.ros
 
 # RIHS01 hashes of upstream vision_msgs 4.1.1 (identical for Humble, Jazzy, Kilted).

@@ -33,6 +33,7 @@ from fusion_perception.ros.image_conversions import msg_to_image
 
 IOU_MATCH = 0.5
 NIGHT_LUMA = 60.0  # mean RGB luma below this: a night frame
+FIRST_OUTPUT_TIMEOUT = 60.0  # s for the node to load the model and answer
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -225,6 +226,36 @@ def plot_latency(latencies: list[tuple[int, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def watch(
+    watcher: Watcher,
+    executor: SingleThreadedExecutor,
+    children: dict[str, subprocess.Popen],
+    args: argparse.Namespace,
+) -> str:
+    """Spin until the first detections, then for `args.duration` s; returns why it failed, or ''.
+
+    A child that exits or a node that never answers is a failed demo, not an empty summary.
+    """
+    deadline = time.monotonic() + FIRST_OUTPUT_TIMEOUT
+    watch_end = None
+    while watch_end is None or time.monotonic() < watch_end:
+        executor.spin_once(timeout_sec=0.05)
+        for name, proc in children.items():
+            if proc.poll() is not None:
+                return (
+                    f"{name} exited with code {proc.returncode}; see {args.out / (name + '.log')}"
+                )
+        if watch_end is None:
+            if watcher.detections:
+                watch_end = time.monotonic() + args.duration
+            elif time.monotonic() > deadline:
+                return (
+                    f"no detections from fusion_node within {FIRST_OUTPUT_TIMEOUT:.0f} s; "
+                    f"see {args.out / 'fusion_node.log'}"
+                )
+    return ""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     checkpoint = args.checkpoint or str(default_checkpoint())
@@ -274,25 +305,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"fusion-demo: camera + fusion_node running ({checkpoint}); watching {args.duration:.0f} s"
     )
     try:
-        deadline = time.monotonic() + 60
-        while not watcher.detections and time.monotonic() < deadline:
-            executor.spin_once(timeout_sec=0.1)
-            for proc, name in ((camera, "synthetic_camera"), (node, "fusion_node")):
-                if proc.poll() is not None:
-                    print(
-                        f"fusion-demo: error: {name} exited; see {args.out / (name + '.log')}",
-                        file=sys.stderr,
-                    )
-                    return 1
-        start_time = time.monotonic()
-        while time.monotonic() - start_time < args.duration:
-            executor.spin_once(timeout_sec=0.05)
+        failure = watch(watcher, executor, {"synthetic_camera": camera, "fusion_node": node}, args)
     finally:
         stop(camera)
         stop(node)
         executor.remove_node(watcher.node)
         watcher.node.destroy_node()
         context.try_shutdown()
+    if failure:
+        print(f"fusion-demo: error: {failure}", file=sys.stderr)
+        return 1
     summary = summarize(watcher, args.out, args.duration)
     print(json.dumps(summary, indent=2))
     print(

@@ -30,7 +30,7 @@ from fusion_perception.checkpoint import CheckpointError
 from fusion_perception.engine import FusionEngine
 from fusion_perception.image_codec import ImageEncodingError, decode_msg, to_rgb8
 from fusion_perception.imaging import Registration, ThermalNormalizer, make_normalizer
-from fusion_perception.pairing import Pair, PairingEngine
+from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine
 from fusion_perception.ros import params as node_params
 from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
@@ -39,6 +39,7 @@ from fusion_perception.ros.spin import spin_node
 
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 STREAMS = ("rgb", "thermal")
+CLOCK_JUMP_NS = 1_000_000_000  # a stamp this far behind its stream's last one: the clock jumped
 
 
 def stamp_ns(msg: Any) -> int:
@@ -94,6 +95,7 @@ class FusionNode(Node):
         self.ages_ms: deque[float] = deque(maxlen=100)
         self.processed = 0
         self.last_processed_stamp = 0
+        self._last_stamp: dict[str, int] = {}  # newest accepted stamp per stream
         self._lock = threading.Lock()
 
         self._create_io()
@@ -186,12 +188,32 @@ class FusionNode(Node):
         self.receive_delay_ms[stream].append((time.time_ns() - stamp_ns(msg)) / 1e6)
         with self._lock:
             self.latest[stream] = (now, msg)
-        result = self.pairing.push(stream, stamp_ns(msg), msg)
-        if not result.accepted:
+        stamp = stamp_ns(msg)
+        result = self.pairing.push(stream, stamp, msg)
+        previous = self._last_stamp.get(stream)
+        if (
+            result.reason == REJECT_BACKWARDS
+            and previous is not None
+            and previous - stamp > CLOCK_JUMP_NS
+        ):
+            # A bag that loops or a simulator that restarts: without a restart of pairing every
+            # later message would be "backwards" for good.
+            self._report(
+                f"{stream}_clock_jump",
+                f"{stream} clock jumped back {(previous - stamp) / 1e9:.2f} s "
+                f"({REJECT_BACKWARDS}, frame_id '{msg.header.frame_id}'): pairing restarted",
+            )
+            self.pairing.reset()
+            self._last_stamp.clear()
+            self.last_processed_stamp = 0
+            result = self.pairing.push(stream, stamp, msg)
+        if result.accepted:
+            self._last_stamp[stream] = stamp
+        else:
             self._report(
                 f"{stream}_{result.reason}",
                 f"{stream} message rejected: {result.reason} "
-                f"(stamp {stamp_ns(msg)} ns, frame_id '{msg.header.frame_id}')",
+                f"(stamp {stamp} ns, frame_id '{msg.header.frame_id}')",
             )
 
     def _report(self, kind: str, text: str) -> None:
@@ -270,14 +292,14 @@ class FusionNode(Node):
         try:
             rgb_msg = pair.rgb if pair.rgb is not None else pair.thermal
             thermal = self._decode_thermal(pair.thermal) if pair.thermal is not None else None
+            if thermal is not None and self.registration is not None:
+                thermal, _ = self.registration.warp(thermal)  # now in RGB pixels
             if pair.rgb is not None:
                 rgb = self._decode_rgb(pair.rgb)
-            else:
+            else:  # thermal_only fallback: a blank RGB frame of the (registered) thermal size
                 rgb = np.zeros((*thermal.shape, 3), np.uint8)
             if thermal is None:
                 thermal = np.zeros(rgb.shape[:2], np.float32)
-            elif self.registration is not None:
-                thermal, _ = self.registration.warp(thermal)
             elif thermal.shape != rgb.shape[:2]:
                 raise ValueError(
                     f"size mismatch: thermal {thermal.shape[1]}x{thermal.shape[0]} vs rgb "

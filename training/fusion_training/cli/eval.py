@@ -28,6 +28,7 @@ from fusion_training.metrics.fusion import PRESETS
 
 log = logging.getLogger(__name__)
 SYNTHETIC_LENGTH = 32
+SYNTHETIC_SEED = 1000  # validation scenes; the training recipes use seed 0 for training
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,6 +57,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--split", help="dataset split (format-specific, e.g. val, test)")
     model.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     model.add_argument("--limit", type=int, help="evaluate only the first N images")
+    model.add_argument(
+        "--seed",
+        type=int,
+        default=SYNTHETIC_SEED,
+        help="--format synthetic: scene seed (default %(default)s; the training recipes train on 0)",
+    )
+    model.add_argument(
+        "--night-probability",
+        type=float,
+        default=0.5,
+        help="--format synthetic: share of night scenes (1 = night only)",
+    )
     model.add_argument("--score-threshold", type=float, default=0.001)
     model.add_argument("--nms-threshold", type=float, default=0.5)
     model.add_argument("--max-detections", type=int, default=100)
@@ -103,6 +116,8 @@ def _dataset(args: argparse.Namespace, checkpoint_path: Path):
         height=height,
         classes=checkpoint.class_names,
         rotated=checkpoint.model_config.detection_head.rotated,
+        seed=args.seed,
+        night_probability=args.night_probability,
         **options,
     )
 
