@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ROS_ENV := source tools/ros_env.sh
 
-.PHONY: setup test demo bench lint format colcon-check clean
+.PHONY: setup test demo bench study lint format clean
 
 setup:
 	@tools/setup_venv.sh
@@ -17,6 +17,9 @@ demo: setup
 
 bench: setup
 	@$(ROS_ENV) && $(PY) tools/bench.py --out docs/benchmarks.md
+
+study: setup
+	@$(ROS_ENV) && $(PY) -m fusion_training.study --out docs
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

@@ -4,6 +4,7 @@
         thermal_topic:=/thermal/image_raw device:=cuda rviz:=true
 """
 
+import time
 from pathlib import Path
 
 from ament_index_python.packages import get_package_share_directory
@@ -94,6 +95,7 @@ def recorder(context: LaunchContext) -> list[ExecuteProcess]:
         "/tf_static",
         "/diagnostics",
     ]
-    output = str(Path(value["bag_dir"]) / "fusion")
+    # One folder per flight: `ros2 bag record` refuses an output folder that already exists.
+    output = str(Path(value["bag_dir"]) / time.strftime("fusion_%Y%m%d_%H%M%S"))
     cmd = ["ros2", "bag", "record", "--storage", "mcap", "--output", output, *dict.fromkeys(topics)]
     return [ExecuteProcess(cmd=cmd, output="screen")]

@@ -51,17 +51,23 @@ def test_images_and_detections_cross_processes_intact(ros_context, tmp_path) -> 
     assert all(len(v) == FRAMES_WANTED for v in received.values()), {
         k: len(v) for k, v in received.items()
     }
-    for rgb, thermal in zip(received["rgb"], received["thermal"], strict=True):
-        index = int(rgb.header.frame_id)
-        expected_bgr, expected_thermal = frame_pixels(index)
-        assert (rgb.encoding, thermal.encoding) == ("bgr8", "mono16")
-        np.testing.assert_array_equal(msg_to_image(rgb), expected_bgr)
-        np.testing.assert_array_equal(msg_to_image(thermal), expected_thermal)
+    # Each message carries its own frame index: the subscriptions may start at different frames.
+    for rgb in received["rgb"]:
+        assert rgb.encoding == "bgr8"
+        np.testing.assert_array_equal(msg_to_image(rgb), frame_pixels(int(rgb.header.frame_id))[0])
+    for thermal in received["thermal"]:
+        assert thermal.encoding == "mono16"
+        expected = frame_pixels(int(thermal.header.frame_id))[1]
+        np.testing.assert_array_equal(msg_to_image(thermal), expected)
     for got in received["detections"]:
         want = detections(int(got.header.frame_id))
         assert len(got.detections) == len(want.detections)
         for g, w in zip(got.detections, want.detections, strict=True):
-            assert g.bbox.center.position.x == w.bbox.center.position.x
+            assert g.header.frame_id == w.header.frame_id
+            assert (g.bbox.center.position.x, g.bbox.center.position.y) == (
+                w.bbox.center.position.x,
+                w.bbox.center.position.y,
+            )
             assert g.bbox.center.theta == w.bbox.center.theta
             assert (g.bbox.size_x, g.bbox.size_y) == (w.bbox.size_x, w.bbox.size_y)
             assert g.results[0].hypothesis.class_id == w.results[0].hypothesis.class_id

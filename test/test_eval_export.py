@@ -97,6 +97,24 @@ def test_eval_checkpoint_on_a_folder_dataset(
     assert results["fusion"] == pytest.approx(means)
 
 
+def test_eval_with_a_camera_blanked_on_night_scenes(
+    tmp_path: Path, checkpoints: dict[str, Path]
+) -> None:
+    base = ["--checkpoint", str(checkpoints["horizontal"]), "--format", "synthetic"]
+    base += ["--limit", "2", "--night-probability", "1.0", "--seed", "77", "--device", "cpu"]
+    results = {}
+    for blank in (None, "thermal"):
+        out = tmp_path / f"{blank}.json"
+        extra = [] if blank is None else ["--blank", blank]
+        assert eval_main([*base, *extra, "--out", str(out)]) == 0
+        results[blank] = json.loads(out.read_text())
+    meta = results["thermal"]["meta"]
+    assert meta["blank"] == "thermal" and meta["seed"] == 77 and meta["night_probability"] == 1.0
+    assert results[None]["meta"]["blank"] is None
+    # Scored against a blank thermal source, the fused image shares no information with it.
+    assert results["thermal"]["fusion"]["MI"] < 0.5 * results[None]["fusion"]["MI"], results
+
+
 def test_eval_rotated_checkpoint_on_synthetic_scenes(
     tmp_path: Path, checkpoints: dict[str, Path]
 ) -> None:

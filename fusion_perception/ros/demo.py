@@ -289,8 +289,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "--ros-args",
             "--params-file",
             str(params),
-            "-p",
-            f"checkpoint:={checkpoint}",
+            # No checkpoint given: the node itself falls back to the packaged demo model.
+            *(["-p", f"checkpoint:={args.checkpoint}"] if args.checkpoint else []),
             "-p",
             f"device:={args.device}",
         ],

@@ -85,6 +85,23 @@ def _label_map(dataset_classes: Sequence[str], model_classes: Sequence[str]) -> 
     return np.array([index[class_key(name)] for name in dataset_classes], dtype=np.int64)
 
 
+MODALITIES = ("rgb", "thermal")
+
+
+def blank_modality(modality: str | None) -> Callable[[dict[str, Any]], dict[str, Any]] | None:
+    """Dataset transform that zeroes one camera, the way modality dropout blanks it in training:
+    how the model does when that camera is lost (None: both cameras kept)."""
+    if modality is None:
+        return None
+    if modality not in MODALITIES:
+        raise ValueError(f"blank: must be one of {MODALITIES} or None, got {modality!r}")
+
+    def transform(item: dict[str, Any]) -> dict[str, Any]:
+        return {**item, modality: np.zeros_like(item[modality])}
+
+    return transform
+
+
 def evaluate_engine(
     engine: FusionEngine,
     dataset: Dataset,

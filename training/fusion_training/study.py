@@ -29,7 +29,7 @@ from typing import Any
 
 from fusion_training.config import load_training_config
 from fusion_training.datasets.synthetic_scenes import SyntheticDataset
-from fusion_training.evaluate import evaluate_checkpoint
+from fusion_training.evaluate import blank_modality, evaluate_checkpoint
 from fusion_training.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,18 +110,6 @@ def train_one(
     return RunResult(label, dict(result.metrics), step_ms, result.last_checkpoint, log)
 
 
-def blanked(blank: str | None):
-    """Dataset transform that zeroes one modality, as modality dropout does in training."""
-    import numpy as np
-
-    def transform(item: dict[str, Any]) -> dict[str, Any]:
-        if blank is None:
-            return item
-        return {**item, blank: np.zeros_like(item[blank])}
-
-    return transform
-
-
 def scene_map50(checkpoint: Path, settings: StudySettings, night: bool, blank: str | None) -> float:
     config = load_training_config(BASE_CONFIG)
     width, height = config.input_size
@@ -133,7 +121,7 @@ def scene_map50(checkpoint: Path, settings: StudySettings, night: bool, blank: s
         seed=settings.seed + (3000 if night else 4000),
         night_probability=1.0 if night else 0.0,
         max_objects=int(config.dataset.options.get("max_objects", 6)),
-        transform=blanked(blank),
+        transform=blank_modality(blank),
     )
     result = evaluate_checkpoint(checkpoint, dataset, device=settings.device)
     return float(result["detection"]["mAP50"])

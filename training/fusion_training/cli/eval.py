@@ -20,6 +20,8 @@ from fusion_perception.cli.common import run_cli
 from fusion_training.cli.bag2dataset import add_normalization_args, normalizer_from_args
 from fusion_training.datasets import FORMATS, build_dataset
 from fusion_training.evaluate import (
+    MODALITIES,
+    blank_modality,
     evaluate_checkpoint,
     evaluate_fused_folder,
     json_ready,
@@ -57,6 +59,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--split", help="dataset split (format-specific, e.g. val, test)")
     model.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     model.add_argument("--limit", type=int, help="evaluate only the first N images")
+    model.add_argument(
+        "--blank",
+        choices=MODALITIES,
+        help="zero this camera's input (how the model does when that camera is lost)",
+    )
     model.add_argument(
         "--seed",
         type=int,
@@ -105,6 +112,8 @@ def _dataset(args: argparse.Namespace, checkpoint_path: Path):
     normalizer = normalizer_from_args(args)
     if normalizer is not None:
         options["thermal_normalization"] = normalizer
+    if args.blank is not None:
+        options["transform"] = blank_modality(args.blank)
     if args.format != "synthetic":
         return build_dataset(args.format, args.data, **options)
     checkpoint = load_checkpoint(checkpoint_path)
@@ -212,7 +221,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             data=None if args.data is None else str(args.data),
             format=args.format,
             split=args.split,
+            blank=args.blank,
         )
+        if args.format == "synthetic":
+            results["meta"].update(seed=args.seed, night_probability=args.night_probability)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(json_ready(results), indent=1, allow_nan=False))
     print_tables(results)
