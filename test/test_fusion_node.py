@@ -288,3 +288,54 @@ def test_bad_configuration_stops_with_the_parameter_named(
     assert result.returncode != 0
     assert expected in result.stdout + result.stderr, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_thermal_only_fallback_runs_on_a_registered_smaller_thermal_camera(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    """RGB goes silent on a rig whose thermal camera is half the RGB size: with
+    fallback thermal_only the node keeps publishing, at the RGB size, stamped by thermal."""
+    import cv2
+    import yaml
+
+    from fusion_perception.ros.image_conversions import image_to_msg
+
+    bgr, thermal = vifb_pair(vifb_dir)
+    small = cv2.resize(thermal, (WIDTH // 2, HEIGHT // 2), interpolation=cv2.INTER_AREA)
+    calibration = tmp_path / "calibration.yaml"
+    calibration.write_text(
+        yaml.safe_dump(
+            {
+                "homography": [[2.0, 0.0, 0.5], [0.0, 2.0, 0.5], [0.0, 0.0, 1.0]],
+                "rgb_size": [WIDTH, HEIGHT],
+                "thermal_size": [WIDTH // 2, HEIGHT // 2],
+            }
+        )
+    )
+    harness = Harness(ros_context)
+    log = tmp_path / "node.log"
+    args = node_args(
+        node_checkpoint,
+        "fallback:=thermal_only",
+        f"calibration_file:={calibration}",
+        "publish.annotated:=false",
+    )
+    with running(args, log) as proc:
+        harness.wait_for_node(bgr, small)
+        thermal_stamps = set()
+        for _ in range(30):  # 3 s of thermal alone, well past camera_timeout (0.5 s)
+            ir = image_to_msg(small, "mono16")
+            ir.header.stamp = harness.next_stamp()
+            ir.header.frame_id = "thermal_optical"
+            thermal_stamps.add((ir.header.stamp.sec, ir.header.stamp.nanosec))
+            harness.pub_thermal.publish(ir)
+            harness.spin_until(lambda: False, 0.1)
+        harness.spin_until(lambda: False, 0.5)
+        assert proc.poll() is None, log.read_text()
+    harness.close()
+    fallback = [d for _, d in harness.detections if d.header.frame_id == "thermal_optical"]
+    assert len(fallback) >= 5, log.read_text()
+    assert all((d.header.stamp.sec, d.header.stamp.nanosec) in thermal_stamps for d in fallback)
+    fused = [f for f in harness.fused if f.header.frame_id == "thermal_optical"]
+    assert fused and all((f.width, f.height) == (WIDTH, HEIGHT) for f in fused)
+    assert "size mismatch" not in log.read_text()

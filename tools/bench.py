@@ -105,7 +105,7 @@ def bench_node(checkpoint: Path, workdir: Path) -> list[str]:
         "",
         f"- frames published: {r['published']}, detection messages received: {r['received']} "
         f"({r['received'] / r['seconds']:.1f} Hz); pairs skipped by the newest-pair policy: "
-        f"{r['dropped']}",
+        f"{r['dropped']}; fused images received by a viewer: {r['fused_received']}",
         f"- end-to-end latency (camera stamp → Detection2DArray received in another process): "
         f"p50 **{r['p50_ms']:.1f} ms**, p99 **{r['p99_ms']:.1f} ms**",
         f"- forward pass in the node: {r['forward_ms']:.1f} ms; loopback transport of one frame "

@@ -65,6 +65,11 @@ def main(checkpoint: str, workdir: str) -> int:
 
     node.create_subscription(Detection2DArray, "fusion_node/detections", on_detections, 10)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    # A viewer of the fused image, as rviz would be: its conversion and publishing are counted.
+    fused_frames: list[int] = []
+    node.create_subscription(
+        Image, "fusion_node/fused/image", lambda msg: fused_frames.append(msg.width), qos
+    )
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     published = 0
@@ -118,6 +123,7 @@ def main(checkpoint: str, workdir: str) -> int:
         "overhead_ms": total - forward,
         "transport_ms": float(diagnostics.get("rgb_receive_delay_ms", "nan")),
         "dropped": int(diagnostics.get("rgb_dropped", 0)),
+        "fused_received": len(fused_frames),
     }
     print(json.dumps(result))
     return 0

@@ -129,24 +129,14 @@ class AugmentConfig:
         cls, output_size: tuple[int, int], rotated: bool = False, letterbox: bool = True
     ) -> AugmentConfig:
         """Deterministic resize/letterbox only (validation and test sets)."""
-        return cls(
+        geometry = cls(
             output_size=output_size,
             rotated=rotated,
             letterbox=letterbox,
             crop_probability=0.0,
             flip_probability=0.0,
-            brightness=0.0,
-            contrast=0.0,
-            saturation=0.0,
-            hue=0.0,
-            thermal_gain=0.0,
-            thermal_offset=0.0,
-            thermal_gamma=(1.0, 1.0),
-            thermal_noise=0.0,
-            cutout_probability=0.0,
-            mix_probability=0.0,
-            dropout_probability=0.0,
         )
+        return geometry.without_photometric()
 
     def without_photometric(self) -> AugmentConfig:
         """The same geometry with every pixel-value change switched off."""

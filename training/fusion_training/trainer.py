@@ -518,6 +518,21 @@ class Trainer:
         batch_in_epoch, last_eval_step = position["batch_in_epoch"], position["last_eval_step"]
         steps_per_epoch = len(sampler.base) // cfg.batch_size
         metrics: dict[str, float] = {}
+
+        def save_state() -> None:
+            """Checkpoint the loop's current position (read when called, not when defined)."""
+            saver.save(
+                step,
+                epoch,
+                batch_in_epoch,
+                last_eval_step,
+                metrics,
+                optimizer,
+                scheduler,
+                method,
+                scaler,
+            )
+
         try:
             while epoch < cfg.epochs and (cfg.max_steps is None or step < cfg.max_steps):
                 sampler.set_epoch(epoch, start=batch_in_epoch * cfg.batch_size)
@@ -555,32 +570,12 @@ class Trainer:
                     epoch, batch_in_epoch = epoch + 1, 0
                     if val is not None and epoch % cfg.eval.every == 0:
                         metrics, last_eval_step = run_eval(epoch - 1, step), step
-                saver.save(
-                    step,
-                    epoch,
-                    batch_in_epoch,
-                    last_eval_step,
-                    metrics,
-                    optimizer,
-                    scheduler,
-                    method,
-                    scaler,
-                )
+                save_state()
                 if not finished:
                     break
             if val is not None and last_eval_step != step:
                 metrics, last_eval_step = run_eval(epoch, step), step
-                saver.save(
-                    step,
-                    epoch,
-                    batch_in_epoch,
-                    last_eval_step,
-                    metrics,
-                    optimizer,
-                    scheduler,
-                    method,
-                    scaler,
-                )
+                save_state()
         finally:
             run_log.close()
         last, best_path = self.out_dir / LAST, self.out_dir / BEST
