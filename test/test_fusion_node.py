@@ -265,8 +265,13 @@ def _dropped(harness: Harness) -> int:
     ("param", "expected"),
     [
         ("fallback:=sideways", "parameter fallback: 'sideways' is not one of"),
-        ("sync.slop:=5.0", "sync.slop"),
-        ("checkpoint:=/nonexistent/model.pt", "checkpoint"),
+        ("sync.slop:=5.0", "parameter sync.slop"),
+        ("checkpoint:=/nonexistent/model.pt", "parameter checkpoint:"),
+        ("device:=cuda:3", "parameter device: 'cuda:3' requested but CUDA is not available"),
+        (
+            "calibration_file:=/nonexistent/rig.yaml",
+            "parameter calibration_file: calibration file not found: /nonexistent/rig.yaml",
+        ),
     ],
 )
 def test_bad_configuration_stops_with_the_parameter_named(

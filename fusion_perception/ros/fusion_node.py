@@ -27,7 +27,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.annotate import draw_detections
 from fusion_perception.checkpoint import CheckpointError
-from fusion_perception.engine import FusionEngine
+from fusion_perception.engine import FusionEngine, select_device
 from fusion_perception.image_codec import ImageEncodingError, decode_msg, to_rgb8
 from fusion_perception.imaging import Registration, ThermalNormalizer, make_normalizer
 from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine
@@ -59,6 +59,10 @@ class FusionNode(Node):
         self.p = node_params.declare_and_read(self)
         checkpoint = self.p["checkpoint"] or str(default_checkpoint())
         try:
+            select_device(self.p["device"])
+        except ValueError as exc:
+            raise ValueError(f"parameter {exc}") from None
+        try:
             self.engine = FusionEngine(
                 checkpoint,
                 device=self.p["device"],
@@ -70,11 +74,14 @@ class FusionNode(Node):
         except CheckpointError as exc:
             raise ValueError(f"parameter checkpoint: {exc}") from None
         self.normalizer = self._make_normalizer()
-        self.registration = (
-            Registration.from_yaml(self.p["calibration_file"])
-            if self.p["calibration_file"]
-            else None
-        )
+        try:
+            self.registration = (
+                Registration.from_yaml(self.p["calibration_file"])
+                if self.p["calibration_file"]
+                else None
+            )
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"parameter calibration_file: {exc}") from None
         self.pairing = PairingEngine(
             mode="exact" if self.p["sync.mode"] == "exact" else "approximate",
             slop_ns=round(self.p["sync.slop"] * 1e9),
