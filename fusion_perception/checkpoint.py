@@ -127,13 +127,16 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
     if data.get("format") != FORMAT_NAME:
         raise CheckpointError(f"format: expected {FORMAT_NAME!r}, found {data.get('format')!r}")
     version = _require(data, "format_version", int)
+    if version < 1:
+        raise CheckpointError(f"format_version: must be >= 1, found {version}")
     if version > FORMAT_VERSION:
         raise CheckpointError(
             f"format_version: {version} is newer than this package reads ({FORMAT_VERSION}); "
             "upgrade fusion_perception"
         )
+    raw_model_config = _require(data, "model_config", dict)
     try:
-        model_config = ModelConfig.from_dict(_require(data, "model_config", dict))
+        model_config = ModelConfig.from_dict(raw_model_config)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"model_config: {exc}") from exc
     state_dict = _require(data, "state_dict", dict)
