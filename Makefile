@@ -19,7 +19,7 @@ bench: setup
 	@$(ROS_ENV) && $(PY) tools/bench.py --out docs/benchmarks.md
 
 study: setup
-	@$(ROS_ENV) && $(PY) -m fusion_training.study --out docs
+	@$(ROS_ENV) && $(PY) -m fusion_training.study --config config/training/synthetic_nano.yaml --out docs
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

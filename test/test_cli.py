@@ -150,3 +150,17 @@ def test_every_console_script_answers_help(name):
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("usage: ") and HELP_OPTIONS[name] in result.stdout
+
+
+@pytest.mark.parametrize("module", ["fusion_perception.cli.infer", "fusion_training.cli.eval"])
+def test_cli_modules_run_with_python_dash_m(module):
+    """`python -m ...` (as under torchrun) must run the tool, not import it and exit 0."""
+    result = subprocess.run(
+        [sys.executable, "-m", module, "--help"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert result.returncode == 0 and result.stdout.startswith("usage: "), result.stderr

@@ -6,12 +6,14 @@ import json
 import math
 
 import pytest
+from conftest import REPO
 from fusion_training.study import main
 
 
 def test_study_trains_every_run_and_writes_report_plot_and_json(tmp_path):
     docs, runs = tmp_path / "docs", tmp_path / "runs"
     args = ["--out", str(docs), "--workdir", str(runs), "--methods", "weighted_sum,unitygrad"]
+    args += ["--config", str(REPO / "config" / "training" / "synthetic_nano.yaml")]
     args += ["--train-length", "8", "--epochs", "1", "--val-length", "4", "--night-length", "4"]
     assert main(args) == 0
 

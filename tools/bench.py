@@ -133,7 +133,12 @@ def bench_trainer(workdir: Path) -> list[str]:
     step time (data loading excluded) is compared within the run."""
     from fusion_training.study import StudySettings, train_one
 
-    settings = StudySettings(train_length=200, epochs=1, val_length=4)
+    settings = StudySettings(
+        config=REPO / "config" / "training" / "synthetic_nano.yaml",
+        train_length=200,
+        epochs=1,
+        val_length=4,
+    )
     lines = [
         "## Trainer (one optimisation step, nano at 128x96, batch 4, CPU, 50 steps per method)",
         "",

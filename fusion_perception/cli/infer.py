@@ -137,3 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry_point() -> int:
     return run_cli("fusion-infer", main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(entry_point())

@@ -181,3 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry_point() -> int:
     return run_cli("fusion-bag2dataset", main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(entry_point())

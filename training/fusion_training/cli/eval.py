@@ -234,3 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry_point() -> int:
     return run_cli("fusion-eval", main)
+
+
+if __name__ == "__main__":
+    raise SystemExit(entry_point())
