@@ -145,7 +145,11 @@ class EngineResult:
 
     def fused_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """Colour output: fused luminance with the visible image's chroma (uint8 HxWx3, RGB)."""
-        return merge_fused_luma(self.fused_luma.astype(np.float32) / 255.0, rgb)
+        return merge_fused_luma(self.fused_luma, rgb)
+
+    def fused_bgr(self, rgb: np.ndarray) -> np.ndarray:
+        """``fused_rgb`` in BGR channel order, ready for a bgr8 message."""
+        return merge_fused_luma(self.fused_luma, rgb, order="bgr")
 
 
 class FusionEngine:

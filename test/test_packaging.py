@@ -41,6 +41,24 @@ def test_share_files_are_installed_in_the_venv() -> None:
     assert (share / "config" / "fastdds_loopback.xml").is_file()
 
 
+def test_demo_model_is_installed_small_and_loads() -> None:
+    from ament_index_python import packages as ament_index
+
+    from fusion_perception.checkpoint import load_checkpoint
+    from fusion_perception.ros.fusion_node import default_checkpoint
+
+    installed = default_checkpoint()
+    share = Path(ament_index.get_package_share_directory("fusion_perception"))
+    assert installed == share / "models" / "demo.pt"
+    assert installed.read_bytes() == (REPO / "models" / "demo.pt").read_bytes()
+    assert installed.stat().st_size <= 10 * 2**20
+    checkpoint = load_checkpoint(installed)
+    assert checkpoint.class_names == ["person", "car"]
+    provenance = checkpoint.provenance
+    assert provenance["tool"] == "fusion-train" and provenance["config"]["name"] == "demo_nano"
+    assert provenance["config"]["seed"] == 0 and provenance["metrics"]["mAP50"] > 0.8
+
+
 @pytest.mark.slow
 def test_colcon_builds_the_package_in_a_scratch_workspace(tmp_path: Path) -> None:
     colcon = Path(sys.executable).parent / "colcon"

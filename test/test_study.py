@@ -25,7 +25,7 @@ def test_study_trains_every_run_and_writes_report_plot_and_json(tmp_path):
         assert math.isfinite(run["metrics"]["fusion/SSIM"]) and run["step_ms"] > 0
     unity_log = (runs / "methods" / "unitygrad" / "train_log.csv").read_text().splitlines()
     assert len(unity_log) == 3 and "alpha/fusion" in unity_log[0]
-    # Single-camera models are runs of their own; the fused model is the UnityGrad run.
+    # Single-camera models are runs of their own; the fused model is the weighted-sum run.
     assert (runs / "modalities" / "rgb_only" / "last.pt").is_file()
     assert (runs / "modalities" / "thermal_only" / "last.pt").is_file()
     assert not (runs / "modalities" / "fused").exists()
@@ -42,6 +42,8 @@ def test_study_trains_every_run_and_writes_report_plot_and_json(tmp_path):
     ws_row = next(line for line in text.splitlines() if line.startswith("| weighted_sum |"))
     assert ws_row.endswith("| 1.00 |")
     assert "| unitygrad |" in text and "| thermal only |" in text
+    gradients = text.split("### Task gradients")[1].split("## Which cameras")[0]
+    assert "| unitygrad |" in gradients and "| weighted_sum |" not in gradients
     assert (docs / "mtl_study.png").stat().st_size > 10_000
 
 
@@ -50,3 +52,12 @@ def test_study_rejects_unknown_methods(tmp_path, capsys):
         main(["--out", str(tmp_path), "--methods", "weighted_sum,adamw"])
     assert stop.value.code == 2
     assert "--methods: unknown ['adamw']" in capsys.readouterr().err
+
+
+def test_study_rejects_a_modality_method_it_does_not_train(tmp_path, capsys):
+    with pytest.raises(SystemExit) as stop:
+        main(["--out", str(tmp_path), "--methods", "unitygrad"])
+    assert stop.value.code == 2
+    assert "--modality-method: 'weighted_sum' is not in --methods ['unitygrad']" in (
+        capsys.readouterr().err
+    )

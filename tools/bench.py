@@ -115,6 +115,8 @@ def bench_node(checkpoint: Path, workdir: Path) -> list[str]:
         f"- node overhead outside the forward pass (decode, normalize, pre/post-processing, "
         f"publishing) = **{100 * r['overhead_ms'] / r['total_ms']:.1f} %** of the per-pair time "
         f"({r['overhead_ms']:.1f} of {r['total_ms']:.1f} ms; goal ≤ 5 %)",
+        "- per-stage means from /diagnostics (ms): "
+        + ", ".join(f"{stage} {ms:.2f}" for stage, ms in r["stages_ms"].items()),
     ]
 
 

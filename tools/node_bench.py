@@ -124,6 +124,10 @@ def main(checkpoint: str, workdir: str) -> int:
         "transport_ms": float(diagnostics.get("rgb_receive_delay_ms", "nan")),
         "dropped": int(diagnostics.get("rgb_dropped", 0)),
         "fused_received": len(fused_frames),
+        "stages_ms": {
+            stage: float(diagnostics.get(f"{stage}_ms", "nan"))
+            for stage in ("decode", "preprocess", "forward", "postprocess", "publish")
+        },
     }
     print(json.dumps(result))
     return 0

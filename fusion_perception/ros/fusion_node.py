@@ -323,15 +323,13 @@ class FusionNode(Node):
         header = rgb_msg.header
         if self.p["publish.detections"]:
             self.pub_detections.publish(detections_to_msg(header, result.detections))
-        fused_rgb = None
         if self.p["publish.fused"] and self.pub_fused.get_subscription_count() > 0:
-            fused_rgb = result.fused_rgb(rgb)
             if self.p["fused_encoding"] == "mono8":
                 self.pub_fused.publish(image_to_msg(result.fused_luma, "mono8", header))
             else:
-                self.pub_fused.publish(image_to_msg(fused_rgb[:, :, ::-1], "bgr8", header))
+                self.pub_fused.publish(image_to_msg(result.fused_bgr(rgb), "bgr8", header))
         if self.p["publish.annotated"] and self.pub_annotated.get_subscription_count() > 0:
-            fused_rgb = fused_rgb if fused_rgb is not None else result.fused_rgb(rgb)
+            fused_rgb = result.fused_rgb(rgb)
             annotated = draw_detections(fused_rgb, result.detections, self.engine.class_names)
             self.pub_annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
         t2 = time.perf_counter()

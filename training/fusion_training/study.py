@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import math
 import shutil
 import statistics
 import sys
@@ -64,6 +65,8 @@ class StudySettings:
     device: str = "cpu"
     methods: Sequence[tuple[str, str, int]] = METHODS
     modalities: Sequence[tuple[str, str, str | None]] = MODALITIES
+    # Every modality run uses this method (a label of `methods`), so only the cameras differ.
+    modality_method: str = "weighted_sum"
 
 
 @dataclass
@@ -130,17 +133,24 @@ def scene_map50(checkpoint: Path, settings: StudySettings, night: bool, blank: s
 
 
 def run_study(settings: StudySettings, workdir: Path) -> dict[str, Any]:
+    chosen = {label: (method, every) for label, method, every in settings.methods}
+    if settings.modality_method not in chosen:
+        raise ValueError(
+            f"modality_method: {settings.modality_method!r} is not one of the study's methods "
+            f"{list(chosen)}"
+        )
     methods = [
         train_one(settings, workdir / "methods", label, method, every, None)
         for label, method, every in settings.methods
     ]
-    fused = next((r for r in methods if r.label == "unitygrad"), None)
+    method, every = chosen[settings.modality_method]
+    fused = next(r for r in methods if r.label == settings.modality_method)
     modalities = []
     for name, label, blank in settings.modalities:
-        if blank is None and fused is not None:
+        if blank is None:
             run = fused
         else:
-            run = train_one(settings, workdir / "modalities", name, "unitygrad", 1, blank)
+            run = train_one(settings, workdir / "modalities", name, method, every, blank)
         modalities.append(
             {
                 "label": label,
@@ -185,6 +195,20 @@ def plot(results: dict[str, Any], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+GRADIENT_COLUMNS = (
+    "grad_norm/fusion",
+    "grad_norm/detection",
+    "cos/fusion-detection",
+    "alpha/fusion",
+    "alpha/detection",
+)
+
+
+def _median(log: list[dict[str, float]], key: str) -> float:
+    values = [row[key] for row in log if key in row and math.isfinite(row[key])]
+    return statistics.median(values) if values else math.nan
 
 
 def _smooth(values: list[float], window: int = 15) -> list[float]:
@@ -235,6 +259,20 @@ def report(results: dict[str, Any], settings: StudySettings, figure: str, machin
         "each task's gradient on the shared parameters (two backward passes) every step here; "
         "`mtl.update_every: 5` reuses UnityGrad's α in between (see docs/benchmarks.md).",
         "",
+        "### Task gradients on the shared parameters (median over the run's steps)",
+        "",
+        "| method | ‖g fusion‖ | ‖g detection‖ | cos(g fusion, g detection) | α fusion | α detection |",
+        "|---|---|---|---|---|---|",
+    ]
+    for run in methods:
+        stats = {key: _median(run.log, key) for key in GRADIENT_COLUMNS}
+        if math.isnan(stats["grad_norm/fusion"]):
+            continue  # weighted sum does not measure per-task gradients
+        lines.append(
+            f"| {run.label} | " + " | ".join(f"{stats[key]:.4g}" for key in GRADIENT_COLUMNS) + " |"
+        )
+    lines += [
+        "",
         "## Which cameras the model sees (detection mAP50)",
         "",
         "| model | night scenes | day scenes |",
@@ -246,8 +284,9 @@ def report(results: dict[str, Any], settings: StudySettings, figure: str, machin
         "",
         f"{settings.night_length} night-only and {settings.night_length} day-only scenes, never "
         "seen in training. The single-camera models are trained with the other camera always "
-        "blanked (modality dropout with probability 1) and evaluated the same way; the fused "
-        "model is the UnityGrad run above. At night people are nearly invisible in the synthetic "
+        "blanked (modality dropout with probability 1) and evaluated the same way; all three "
+        f"train with `{settings.modality_method}` and the fused model is that run above. At night "
+        "people are nearly invisible in the synthetic "
         "RGB image but hot in thermal; by day the RGB image carries colour and texture that "
         "thermal lacks.",
         "",
@@ -289,6 +328,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=StudySettings.seed)
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
+        "--modality-method",
+        default=StudySettings.modality_method,
+        help="method the fused and single-camera models train with (one of --methods)",
+    )
+    parser.add_argument(
         "--methods",
         default=",".join(label for label, _, _ in METHODS),
         help="comma-separated subset of the multitask methods (default: all)",
@@ -304,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     unknown = [name for name in chosen if name not in known]
     if unknown or not chosen:
         parser.error(f"--methods: unknown {unknown}; choose from {list(known)}")
+    if args.modality_method not in chosen:
+        parser.error(f"--modality-method: {args.modality_method!r} is not in --methods {chosen}")
     settings = StudySettings(
         config=args.config,
         train_length=args.train_length,
@@ -313,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed=args.seed,
         device=args.device,
         methods=tuple(known[name] for name in chosen),
+        modality_method=args.modality_method,
     )
     started = time.monotonic()
     results = run_study(settings, args.workdir)
