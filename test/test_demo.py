@@ -31,13 +31,15 @@ def test_demo_runs_the_packaged_model_and_writes_its_report(tmp_path):
     assert "models/demo.pt" in node_log, node_log  # the node's own default, not a parameter
 
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["score_threshold"] == 0.5
     assert summary["frames_with_detections"] > 10
     assert 0 < summary["latency_ms_p50"] <= summary["latency_ms_p99"] < 2000
     scored = [summary[kind] for kind in ("day", "night") if summary[kind]["frames_scored"]]
     assert scored, summary
     for bucket in scored:
         assert bucket["objects"] > 0 and bucket["predictions"] > 0
-        assert bucket["precision"] >= 0.5 and bucket["recall"] >= 0.5, summary
+        # At the demo's operating point (score 0.5) the packaged model measured P 0.94, R 0.6-0.7.
+        assert bucket["precision"] >= 0.8 and bucket["recall"] >= 0.4, summary
     lines = (out / "detections.jsonl").read_text().splitlines()
     first = json.loads(lines[0])
     assert set(first) == {"stamp_ns", "class_id", "class_name", "score", "bbox", "angle"}

@@ -43,6 +43,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--checkpoint", default="", help="default: the packaged demo model")
     parser.add_argument("--rate", type=float, default=30.0, help="camera frames per second")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--score-threshold",
+        type=float,
+        default=0.5,
+        help="fusion_node score_threshold for the demo (the summary's operating point)",
+    )
     return parser
 
 
@@ -155,7 +161,7 @@ def stop(proc: subprocess.Popen) -> None:
             proc.kill()
 
 
-def summarize(watcher: Watcher, out: Path, seconds: float) -> dict:
+def summarize(watcher: Watcher, out: Path, seconds: float, score_threshold: float) -> dict:
     counts = {"day": [0, 0, 0, 0], "night": [0, 0, 0, 0]}  # tp, predictions, objects, frames
     latencies = []
     records = []
@@ -188,6 +194,7 @@ def summarize(watcher: Watcher, out: Path, seconds: float) -> dict:
     lat = np.array([v for _, v in latencies]) if latencies else np.zeros(0)
     summary = {
         "seconds": seconds,
+        "score_threshold": score_threshold,
         "frames_with_detections": len(watcher.detections),
         "output_rate_hz": round(len(watcher.detections) / seconds, 2),
         "latency_ms_p50": round(float(np.percentile(lat, 50)), 1) if len(lat) else None,
@@ -293,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             *(["-p", f"checkpoint:={args.checkpoint}"] if args.checkpoint else []),
             "-p",
             f"device:={args.device}",
+            "-p",
+            f"score_threshold:={args.score_threshold}",
         ],
         args.out / "fusion_node.log",
     )
@@ -315,7 +324,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if failure:
         print(f"fusion-demo: error: {failure}", file=sys.stderr)
         return 1
-    summary = summarize(watcher, args.out, args.duration)
+    summary = summarize(watcher, args.out, args.duration, args.score_threshold)
     print(json.dumps(summary, indent=2))
     print(
         f"fusion-demo: results in {args.out.resolve()}/ (summary.json, detections.jsonl, "
