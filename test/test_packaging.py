@@ -57,6 +57,7 @@ def test_demo_model_is_installed_small_and_loads() -> None:
     provenance = checkpoint.provenance
     assert provenance["tool"] == "fusion-train" and provenance["config"]["name"] == "demo_nano"
     assert provenance["config"]["seed"] == 0 and provenance["metrics"]["mAP50"] > 0.8
+    assert provenance["config"]["model"] == "config/models/nano.yaml"  # no build-machine paths
 
 
 @pytest.mark.slow

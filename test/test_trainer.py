@@ -23,7 +23,7 @@ from fusion_training.datasets import build_dataset, collate
 from fusion_training.engine import NonFiniteLossError, train_one_epoch
 from fusion_training.losses import UniFusODLoss
 from fusion_training.mtl import METHODS, build_method
-from fusion_training.trainer import Trainer
+from fusion_training.trainer import Trainer, _portable_path
 
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.engine import FusionEngine
@@ -86,7 +86,10 @@ def test_tiny_run_learns_and_its_checkpoint_runs_in_the_engine(tmp_path):
     assert checkpoint.thermal_normalization["scheme"] == "fixed_range"
     assert checkpoint.thermal_normalization["params"]["hi"] == 12000.0
     assert checkpoint.provenance["step"] == 8
-    assert checkpoint.provenance["config"] == config.to_dict()
+    # The whole config, with the model YAML as a path relative to the working directory.
+    portable_model = _portable_path(config.model)
+    assert checkpoint.provenance["config"] == {**config.to_dict(), "model": portable_model}
+    assert not Path(portable_model).is_absolute() or Path.cwd() not in Path(config.model).parents
     assert set(checkpoint.provenance["metrics"]) >= {"mAP50", "loss/total", "fusion/SSIM"}
     assert load_checkpoint(result.best_checkpoint).provenance["metrics"]["mAP50"] == (
         result.best_value
@@ -273,7 +276,7 @@ import json, sys
 from pathlib import Path
 import torch
 from fusion_training.config import load_training_config
-from fusion_training.trainer import Trainer
+from fusion_training.trainer import Trainer, _portable_path
 
 config = load_training_config(sys.argv[1], json.loads(sys.argv[2]))
 trainer = Trainer(config)
@@ -310,3 +313,11 @@ def test_two_process_ddp_ends_with_identical_weights_on_both_ranks(tmp_path):
     assert not torch.equal(
         initial["backbone.stem.0.weight"], ranks[0]["state"]["backbone.stem.0.weight"]
     )
+
+
+def test_provenance_paths_are_relative_to_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    inside = tmp_path / "models" / "nano.yaml"
+    assert _portable_path(str(inside)) == "models/nano.yaml"
+    assert _portable_path("/elsewhere/nano.yaml") == "/elsewhere/nano.yaml"

@@ -120,20 +120,12 @@ def bench_node(checkpoint: Path, workdir: Path) -> list[str]:
     ]
 
 
-TRAINER_METHODS = (
-    ("weighted_sum", "weighted_sum", 0),
-    ("unitygrad", "unitygrad", 1),
-    ("unitygrad (update_every=5)", "unitygrad", 5),
-    ("pcgrad", "pcgrad", 1),
-    ("cagrad", "cagrad", 1),
-    ("gradnorm", "gradnorm", 1),
-)
-
-
 def bench_trainer(workdir: Path) -> list[str]:
     """Each method trains the study's nano set-up for 50 steps in this process; the trainer's own
     step time (data loading excluded) is compared within the run."""
-    from fusion_training.study import StudySettings, train_one
+    from fusion_training.study import METHODS, StudySettings, train_one
+
+    methods = (*METHODS[:2], ("unitygrad_every5", "unitygrad", 5), *METHODS[2:])
 
     settings = StudySettings(
         config=REPO / "config" / "training" / "synthetic_nano.yaml",
@@ -148,9 +140,8 @@ def bench_trainer(workdir: Path) -> list[str]:
         "|---|---|---|",
     ]
     rows = {}
-    for label, method, every in TRAINER_METHODS:
-        slug = label.split(" ")[0] + (f"_every{every}" if "update_every" in label else "")
-        rows[label] = train_one(settings, workdir / "trainer", slug, method, every, None).step_ms
+    for label, method, every in methods:
+        rows[label] = train_one(settings, workdir / "trainer", label, method, every, None).step_ms
     for label, ms in rows.items():
         lines.append(f"| {label} | {ms:.1f} | {ms / rows['weighted_sum']:.2f} |")
     lines += [

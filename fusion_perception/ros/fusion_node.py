@@ -190,12 +190,12 @@ class FusionNode(Node):
     def _on_image(self, stream: str, msg: Any) -> None:
         """Callback: store only. Decoding and inference happen on the worker thread."""
         now = time.monotonic()
+        stamp = stamp_ns(msg)
         self.arrivals[stream].append(now)
         # Transport delay as seen here (wall clock minus stamp): shows DDS cost and clock skew.
-        self.receive_delay_ms[stream].append((time.time_ns() - stamp_ns(msg)) / 1e6)
+        self.receive_delay_ms[stream].append((time.time_ns() - stamp) / 1e6)
         with self._lock:
             self.latest[stream] = (now, msg)
-        stamp = stamp_ns(msg)
         result = self.pairing.push(stream, stamp, msg)
         previous = self._last_stamp.get(stream)
         if (

@@ -272,6 +272,16 @@ class RunLogger:
 # ----------------------------------------------------------------------------- trainer
 
 
+def _portable_path(path: str) -> str:
+    """``path`` relative to the working directory when inside it, so a shipped checkpoint does not
+    carry the training machine's folders (the network itself is in the checkpoint's model_config)."""
+    resolved = Path(path).resolve()
+    try:
+        return str(resolved.relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
 @dataclass(frozen=True)
 class FitResult:
     """Where training stopped; paths are None on ranks other than 0 or when not written."""
@@ -679,7 +689,7 @@ class _Saver:
                 "mtl_method": cfg.mtl.method,
                 "world_size": info.world_size,
                 "torch_version": str(torch.__version__),
-                "config": cfg.to_dict(),
+                "config": {**cfg.to_dict(), "model": _portable_path(cfg.model)},
             }
             checkpoint = new_checkpoint(
                 self.core,
