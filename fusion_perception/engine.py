@@ -17,6 +17,8 @@ import torch
 
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
 from fusion_perception.imaging import merge_fused_luma
+from fusion_perception.model.pyramid_fusion import fuse_pyramid, levels_for_size
+from fusion_perception.model.unifusod import LUMA
 
 
 def tune_cpu_allocator() -> bool:
@@ -98,6 +100,11 @@ class Letterbox:
         out[:, 1] = out[:, 1] * self.scale + self.pad_y
         out[:, 2:4] *= self.scale
         return out
+
+    def crop_content(self, image: torch.Tensor) -> torch.Tensor:
+        """The letterbox content region of a network-sized map ``[..., H_in, W_in]``."""
+        new_w, new_h = self.content_size
+        return image[..., self.pad_y : self.pad_y + new_h, self.pad_x : self.pad_x + new_w]
 
     def crop_to_original(self, image: np.ndarray) -> np.ndarray:
         """Undo padding and scaling of a network-sized image."""
@@ -195,6 +202,7 @@ class FusionEngine:
         self.input_size = checkpoint.input_size
         self.class_names = checkpoint.class_names
         self.rotated = checkpoint.model_config.detection_head.rotated
+        self.pyramid_levels = checkpoint.model_config.fusion_head.pyramid_levels
         for _ in range(warmup):
             width, height = self.input_size
             self.infer(
@@ -206,6 +214,19 @@ class FusionEngine:
         tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
         tensor = tensor[None].to(torch.float16 if self.fp16 else torch.float32)
         return tensor
+
+    def _fuse_native(
+        self, weight: torch.Tensor, box: Letterbox, rgb: np.ndarray, thermal: np.ndarray
+    ) -> np.ndarray:
+        """The network's weight map applied to the full-resolution sources (float32, on device)."""
+        luma = torch.as_tensor(LUMA, device=self.device)
+        visible = (torch.from_numpy(rgb).to(self.device).float() @ luma)[None, None] / 255.0
+        warm = torch.from_numpy(np.ascontiguousarray(thermal, np.float32)).to(self.device)
+        size = (rgb.shape[0], rgb.shape[1])
+        content = box.content_size[::-1]
+        levels = levels_for_size(self.pyramid_levels, size, content)
+        fused = fuse_pyramid(box.crop_content(weight.float()), visible, warm[None, None], levels)
+        return (fused[0, 0] * 255.0).round().to(torch.uint8).cpu().numpy()
 
     def infer(self, rgb: np.ndarray, thermal: np.ndarray) -> EngineResult:
         """rgb: uint8 HxWx3 (RGB order); thermal: float32 HxW in [0, 1], registered to rgb."""
@@ -234,8 +255,11 @@ class FusionEngine:
                 nms_threshold=self.nms_threshold,
                 max_detections=self.max_detections,
             )
-            fused = (outputs["fused"][0, 0].float().clamp(0, 1) * 255.0).round().to(torch.uint8)
-            fused_np = fused.cpu().numpy()
+            if "fusion_weight" in outputs:
+                fused_luma = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
+            else:  # the network's own image: the input size, scaled back to the RGB size
+                fused = outputs["fused"][0, 0].float().clamp(0, 1) * 255.0
+                fused_luma = box.crop_to_original(fused.round().to(torch.uint8).cpu().numpy())
             boxes = result["boxes"].float().cpu().numpy()
             scores = result["scores"].float().cpu().numpy()
             labels = result["labels"].cpu().numpy().astype(np.int64)
@@ -244,7 +268,6 @@ class FusionEngine:
         )
         visible = (original[:, 2] >= 1.0) & (original[:, 3] >= 1.0)
         detections = Detections(original[visible], scores[visible], labels[visible])
-        fused_luma = box.crop_to_original(fused_np)
         t3 = time.perf_counter()
         return EngineResult(
             fused_luma=fused_luma,

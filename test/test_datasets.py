@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import cv2
@@ -12,16 +13,19 @@ import pytest
 import shapely
 import torch
 import yaml
+from fusion_training.augment import AugmentConfig, PairedAugment, check_item
 from fusion_training.datasets import (
     LLVIP,
     M3FD,
     DatasetError,
     DroneVehicle,
+    MixtureDataset,
     PairedFolder,
     SyntheticDataset,
     build_dataset,
     collate,
 )
+from fusion_training.datasets.thermal import build_normalizer
 from torch.utils.data import DataLoader
 
 W, H = 64, 48
@@ -604,3 +608,185 @@ def test_folder_reads_a_real_vifb_pair(tmp_path: Path, vifb_dir: Path) -> None:
     np.testing.assert_allclose(
         item["boxes"], [[width / 2, height / 2, 0.2 * width, 0.4 * height, 0]], rtol=1e-6
     )
+
+
+# ------------------------------------------------------------------ unlabelled pairs, mixture
+
+
+def test_unlabelled_pairs_are_fusion_only_with_the_manifest_field(tmp_path: Path) -> None:
+    root = _folder(tmp_path / "rec", "yolo", {"a": "0 0.5 0.5 0.25 0.5\n", "b": ""}, False)
+    (root / "labels" / "b.txt").unlink()
+    with pytest.raises(DatasetError, match="unlabelled: fusion_only") as info:
+        PairedFolder(root)
+    assert info.value.path == root / "labels" / "b.txt"
+    manifest = yaml.safe_load((root / "manifest.yaml").read_text())
+    (root / "manifest.yaml").write_text(yaml.safe_dump({**manifest, "unlabelled": "skip"}))
+    with pytest.raises(DatasetError, match="field 'unlabelled' must be one of"):
+        PairedFolder(root)
+    (root / "manifest.yaml").write_text(yaml.safe_dump({**manifest, "unlabelled": "fusion_only"}))
+    ds = PairedFolder(root)
+    a, b = ds[0], ds[1]
+    assert a["labelled"] is True and len(a["boxes"]) == 1
+    assert b["labelled"] is False and b["boxes"].shape == (0, 5) and b["labels"].shape == (0,)
+    assert b["thermal"].max() == pytest.approx(250 / 255)  # still a full pair for fusion
+    augment = PairedAugment(AugmentConfig(output_size=(32, 32)), seed=0)
+    assert augment(b)["labelled"] is False and augment(a)["labelled"] is True
+    batch = collate([augment(a), augment(b)])
+    flags = [t["labelled"] for t in batch["targets"]]
+    assert all(f.dtype == torch.bool and f.shape == () for f in flags)
+    assert [bool(f) for f in flags] == [True, False]
+    shutil.rmtree(root / "labels")  # a fusion-only dataset may have no labels at all
+    assert [item["labelled"] for item in PairedFolder(root)] == [False, False]
+
+
+def test_every_format_marks_its_items_labelled(tmp_path: Path) -> None:
+    assert M3FD(_m3fd(tmp_path / "m"))[0]["labelled"] is True
+    assert SyntheticDataset(2, width=W, height=H)[1]["labelled"] is True
+    assert DroneVehicle(_drone(tmp_path / "d"))[0]["labelled"] is True
+    assert collate([SyntheticDataset(1, width=W, height=H)[0]])["targets"][0]["labelled"]
+    with pytest.raises(ValueError, match=r"item\['labelled'\] must be a bool"):
+        check_item({**SyntheticDataset(1, width=W, height=H)[0], "labelled": "no"}, False)
+
+
+def _real_like(root: Path) -> Path:
+    """8-bit paired folder: 4 labelled pairs (train a b c, val d) and 1 unlabelled (train)."""
+    labels = {s: "0 0.5 0.5 0.25 0.5\n" for s in "abcde"}
+    root = _folder(root, "yolo", labels, False, unlabelled="fusion_only", splits=SPLITS)
+    (root / "labels" / "e.txt").unlink()
+    (root / "train.txt").write_text("a\nb\nc\ne\n")
+    (root / "val.txt").write_text("d\n")
+    return root
+
+
+SPLITS = {"train": "train.txt", "val": "val.txt"}
+
+
+def _parts(root: Path, **synthetic) -> list[dict]:
+    return [
+        {"format": "folder", "root": str(root), "repeat": 2},
+        {
+            "format": "synthetic",
+            "options": {"length": 3, "width": W, "height": H, "max_objects": 2},
+            "val": False,
+            **synthetic,
+        },
+    ]
+
+
+def test_mixture_repeats_parts_and_keeps_each_parts_thermal_normalization(tmp_path: Path) -> None:
+    root = _real_like(tmp_path / "real")
+    train = build_dataset("mixture", parts=_parts(root), role="train", split="train")
+    assert isinstance(train, MixtureDataset) and len(train) == 2 * 4 + 3
+    assert train.class_names == ("person", "car") and not train.rotated
+    assert [train.locate(i) for i in (0, 4, 7, 8, 10)] == [(0, 0), (0, 0), (0, 3), (1, 0), (1, 2)]
+    real, scene = train[4], train[9]
+    assert real["image_id"] == "a" and real["thermal"].max() == pytest.approx(250 / 255)
+    assert not train[3]["labelled"] and train[8]["labelled"]
+    alone = SyntheticDataset(3, width=W, height=H, max_objects=2)[1]
+    np.testing.assert_array_equal(scene["thermal"], alone["thermal"])  # its own fixed range
+    assert scene["thermal"].min() >= 0.0 and scene["thermal"].max() <= 1.0
+    parts = train.manifest["parts"]
+    assert parts[0]["thermal_normalization"] == "8-bit / 255"
+    assert parts[1]["thermal_normalization"]["scheme"] == "fixed_range"
+    val = build_dataset("mixture", parts=_parts(root), role="val", split="val")
+    assert len(val) == 1 and val[0]["image_id"] == "d"  # repeat is for training only
+    # a synthetic part in validation draws other scenes than in training (seed + 1000)
+    with_val = _parts(root, val={"length": 2})
+    val = build_dataset("mixture", parts=with_val, role="val", split="val")
+    assert len(val) == 1 + 2 and val[1]["image_id"] == "synthetic_1000_000000"
+    trained = build_dataset("mixture", parts=with_val, role="train", split="train")
+    assert trained[8]["image_id"] == "synthetic_0_000000"
+
+
+def test_mixture_errors_name_the_part(tmp_path: Path) -> None:
+    root = _real_like(tmp_path / "real")
+    other_order = _parts(root)
+    other_order[1]["options"]["classes"] = ["car", "person"]
+    with pytest.raises(ValueError, match=r"parts\[1\] \(synthetic\): classes \['car', 'person'\]"):
+        build_dataset("mixture", parts=other_order, split="train")
+    cases = [
+        ([{"format": "kaist", "root": "x"}], r"parts\[0\]\.format must be one of"),
+        ([{"format": "folder", "root": str(root), "repeat": 0}], r"parts\[0\]\.repeat must be"),
+        ([{"format": "synthetic", "options": {"splitt": 1}}], r"parts\[0\]\.options\.splitt"),
+        ([{"format": "synthetic", "val": {"seed": 0}}], r"parts\[0\]\.val\.seed must be different"),
+        ([{"format": "folder"}], r"parts\[0\]\.root must be a folder"),
+        ([{"format": "synthetic", "val": False}], "nothing for the val role"),
+    ]
+    for parts, message in cases:
+        with pytest.raises(ValueError, match=message):
+            build_dataset("mixture", parts=parts, role="val")
+    with pytest.raises(ValueError, match="thermal_normalization: a mixture does not hand"):
+        build_dataset("mixture", parts=_parts(root), thermal_normalization={"scheme": "minmax"})
+    with pytest.raises(ValueError, match="splitt must be an option of at least one part"):
+        build_dataset("mixture", parts=_parts(root), splitt="train")
+    with pytest.raises(ValueError, match="takes no root"):
+        build_dataset("mixture", tmp_path, parts=_parts(root))
+
+
+def _mixture_config(tmp_path: Path, parts: list[dict], **overrides):
+    from fusion_training.config import load_training_config
+
+    nano = Path(__file__).resolve().parents[1] / "config" / "training" / "synthetic_nano.yaml"
+    dataset = {
+        "format": "mixture",
+        "root": None,
+        "options": {"parts": parts},
+        "train": {"split": "train"},
+        "val": {"split": "val"},
+    }
+    return load_training_config(
+        nano, {"dataset": dataset, "output_dir": str(tmp_path / "run"), **overrides}
+    )
+
+
+def test_training_config_checks_each_mixture_part_and_the_trainer_builds_it(
+    tmp_path: Path,
+) -> None:
+    from fusion_training.config import TrainingConfigError
+    from fusion_training.trainer import Trainer
+
+    root = _real_like(tmp_path / "real")
+    bad = _parts(root)
+    bad[1]["format"] = "synthetc"
+    with pytest.raises(TrainingConfigError, match=r"dataset\.options\.parts\[1\]\.format"):
+        _mixture_config(tmp_path, bad)
+    bad = _parts(root)
+    bad[0]["options"] = {"lenght": 3}
+    with pytest.raises(TrainingConfigError, match=r"dataset\.options\.parts\[0\]\.options\.lenght"):
+        _mixture_config(tmp_path, bad)
+    with pytest.raises(TrainingConfigError, match="thermal_normalization must be set with"):
+        _mixture_config(tmp_path, _parts(root), thermal_normalization=None)
+    shared = {"dataset.options.thermal_normalization": {"scheme": "minmax"}}
+    with pytest.raises(TrainingConfigError, match=r"dataset\.options\.thermal_normalization"):
+        _mixture_config(tmp_path, _parts(root), **shared)
+    recorded = {"scheme": "fixed_range", "params": {"lo": 0, "hi": 255}}
+    parts = _parts(root)
+    del parts[1]["options"]["width"], parts[1]["options"]["height"]
+    config = _mixture_config(tmp_path, parts, thermal_normalization=recorded)
+    train, val, names, spec = Trainer(config)._datasets(rotated=False)
+    assert names == ("person", "car") and len(train) == 2 * 4 + 3 and len(val) == 1
+    # the run's input size reaches the synthetic part; the recorded normalization does not
+    scene = SyntheticDataset(3, width=128, height=96, max_objects=2)[0]
+    np.testing.assert_array_equal(train[8]["thermal"], scene["thermal"])
+    assert spec == build_normalizer(recorded).to_dict()
+
+
+def test_evaluation_scores_detection_on_labelled_pairs_only(
+    tmp_path: Path, node_checkpoint: Path
+) -> None:
+    from fusion_training.evaluate import evaluate_engine
+
+    from fusion_perception.engine import FusionEngine
+
+    labels = {"a": "0 0.5 0.5 0.25 0.5\n", "b": ""}
+    root = _folder(tmp_path / "rec", "yolo", labels, False, unlabelled="fusion_only")
+    (root / "labels" / "b.txt").unlink()
+    engine = FusionEngine(node_checkpoint, device="cpu", score_threshold=0.001)
+    result = evaluate_engine(engine, PairedFolder(root))
+    meta = result["meta"]
+    assert meta["images"] == 2 and meta["detection_images"] == 1 and meta["unlabelled_images"] == 1
+    assert "mAP50" in result["detection"] and len(result["per_image"]) == 2
+    shutil.rmtree(root / "labels")  # now no pair has labels
+    fusion_only = evaluate_engine(engine, PairedFolder(root), limit=1)
+    assert fusion_only["detection"] == {} and fusion_only["meta"]["detection_images"] == 0
+    assert set(fusion_only["fusion"]) >= {"EN", "SSIM"}

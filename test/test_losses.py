@@ -145,10 +145,18 @@ def test_fusion_losses_are_float32_and_only_train_the_fused_image():
     rgb = x.expand(1, 3, 32, 32).clone()
     fused = ((x + y) / 2).to(torch.bfloat16).requires_grad_(True)
     terms = losses.fusion_losses(fused, rgb, y)
-    assert set(terms) == {"ssim", "gradient"}
+    assert set(terms) == {"ssim", "gradient", "intensity"}
     assert all(t.dtype == torch.float32 and t.ndim == 0 for t in terms.values())
-    (terms["ssim"] + terms["gradient"]).backward()
+    (terms["ssim"] + terms["gradient"] + terms["intensity"]).backward()
     assert fused.grad is not None and torch.isfinite(fused.grad.float()).all()
+
+
+def test_intensity_term_is_distance_to_the_brighter_source():
+    x = torch.full((1, 1, 16, 16), 0.2)
+    y = torch.full((1, 1, 16, 16), 0.7)
+    rgb = x.expand(1, 3, 16, 16).clone()
+    assert losses.fusion_losses(y.clone(), rgb, y)["intensity"].item() == pytest.approx(0.0)
+    assert losses.fusion_losses(x.clone(), rgb, y)["intensity"].item() == pytest.approx(0.5)
 
 
 def test_luminance_uses_bt601_weights():

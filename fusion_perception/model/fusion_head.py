@@ -6,6 +6,8 @@ each level first and adding its bias once gives the same result at a fraction of
 Five 3x3 convs (ReLU between them) then reconstruct the image; the last one is bounded by a sigmoid
 or a clamp. Optionally (``image_skip``) the input luminance and thermal are concatenated to the
 first 3x3 conv's input, so detail finer than the feature strides is available to the reconstruction.
+With ``output="weights"`` the same convs predict the thermal share of `pyramid_fusion.fuse_pyramid`
+instead of the image itself (sigmoid-bounded; the last bias starts at 0, an even blend).
 """
 
 from __future__ import annotations
@@ -30,11 +32,15 @@ class FusionHead(nn.Module):
         channels: int,
         image_skip: bool = True,
         output_bound: str = "sigmoid",
+        output: str = "image",
     ) -> None:
         super().__init__()
         if output_bound not in ("sigmoid", "clamp"):
             raise ValueError(f"output_bound must be 'sigmoid' or 'clamp', got {output_bound!r}")
-        self.output_bound = output_bound
+        if output not in ("image", "weights"):
+            raise ValueError(f"output must be 'image' or 'weights', got {output!r}")
+        # a weight map is always a sigmoid: clamping would stop the gradient at saturated pixels
+        self.output_bound = "sigmoid" if output == "weights" else output_bound
         self.project = nn.Conv2d(in_channels, channels, kernel_size=1, bias=False)
         self.bias = nn.Parameter(torch.zeros(channels))
         self.image_skip = image_skip
@@ -43,6 +49,8 @@ class FusionHead(nn.Module):
             in_width = channels + 2 if i == 0 and image_skip else channels
             layers += [nn.Conv2d(in_width, channels, 3, padding=1), nn.ReLU(inplace=True)]
         layers.append(nn.Conv2d(channels, 1, 3, padding=1))
+        if output == "weights":
+            nn.init.zeros_(layers[-1].bias)
         self.reconstruct = nn.Sequential(*layers)
 
     def _upsample(self, level: Tensor, size: torch.Size) -> Tensor:

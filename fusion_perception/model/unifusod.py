@@ -8,6 +8,9 @@ Data flow (seeds_digest.md §1.2)::
       -> neck: per level rgb + thermal (element-wise), equal-width projection (+ top-down)
       -> FRA per level (identity when disabled)
       -> fusion head -> "fused" [B,1,H,W] in [0,1];  detection head -> dense outputs
+         (fusion_head.output "weights": the head gives "fusion_weight", the thermal share of a
+         Laplacian-pyramid blend of the sources, and "fused" is that blend at the input size;
+         FusionEngine applies the same weight map to the full-resolution sources)
 
 The forward pass is plain tensor code (no data-dependent Python branches), so it can be traced and
 exported to ONNX; losses and post-processing are separate methods.
@@ -26,12 +29,13 @@ from .detection_head import DetectionHead, Detections
 from .fra import FineGrainedRegionAttention
 from .fusion_head import FusionHead
 from .neck import ModalitySumNeck
+from .pyramid_fusion import fuse_pyramid
 
-__all__ = ["TASKS", "UniFusOD", "build_model"]
+__all__ = ["LUMA", "TASKS", "UniFusOD", "build_model"]
 
 TASKS = ("fusion", "detection")
 # ITU-R BT.601 luma weights; the fused output is a luminance image in the same convention.
-_LUMA = (0.299, 0.587, 0.114)
+LUMA = (0.299, 0.587, 0.114)
 
 
 class UniFusOD(nn.Module):
@@ -69,13 +73,16 @@ class UniFusOD(nn.Module):
             cfg.fusion_head.channels,
             image_skip=cfg.fusion_head.image_skip,
             output_bound=cfg.fusion_head.output_bound,
+            output=cfg.fusion_head.output,
         )
+        self.fusion_output = cfg.fusion_head.output
+        self.pyramid_levels = cfg.fusion_head.pyramid_levels
         self.detection_head = DetectionHead(cfg.detection_head, cfg.neck.channels)
         mean = torch.tensor(cfg.backbone.input_mean).view(1, 3, 1, 1)
         std = torch.tensor(cfg.backbone.input_std).view(1, 3, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
-        self.register_buffer("luma", torch.tensor(_LUMA).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("luma", torch.tensor(LUMA).view(1, 3, 1, 1), persistent=False)
 
     def _check_inputs(self, rgb: Tensor, thermal: Tensor) -> None:
         for name, x, channels in (("rgb", rgb, 3), ("thermal", thermal, 1)):
@@ -96,7 +103,8 @@ class UniFusOD(nn.Module):
     def forward(self, rgb: Tensor, thermal: Tensor) -> dict[str, Tensor]:
         """rgb ``[B,3,H,W]`` and thermal ``[B,1,H,W]`` float in [0, 1] -> dict of tensors.
 
-        Keys: ``fused`` ``[B,1,H,W]`` in [0, 1] plus the detection head's dense outputs
+        Keys: ``fused`` ``[B,1,H,W]`` in [0, 1] (and ``fusion_weight`` ``[B,1,H,W]`` with
+        ``fusion_head.output: weights``) plus the detection head's dense outputs
         (``cls_logits``, ``bbox_reg``, ``ctrness``, ``angle`` if rotated, ``boxes``; see
         `DetectionHead`). H and W must be multiples of the largest detection stride.
         """
@@ -108,7 +116,12 @@ class UniFusOD(nn.Module):
         levels = self.neck([p[0] for p in pairs], [p[1] for p in pairs])
         levels = [fra(level) for fra, level in zip(self.fra, levels, strict=True)]
         luminance = (rgb * self.luma).sum(dim=1, keepdim=True)  # [B, 1, H, W]
-        out = {"fused": self.fusion_head(levels, luminance, thermal)}
+        head = self.fusion_head(levels, luminance, thermal)
+        if self.fusion_output == "weights":
+            fused = fuse_pyramid(head, luminance, thermal, self.pyramid_levels)
+            out = {"fused": fused, "fusion_weight": head}
+        else:
+            out = {"fused": head}
         out.update(self.detection_head(levels))
         return out
 

@@ -2,7 +2,7 @@
 
 :class:`PairedAugment` maps a dataset item (``rgb`` uint8 HxWx3, ``thermal`` float32 HxW in
 [0, 1], ``boxes`` float32 [N, 5] (cx, cy, w, h, angle), ``labels`` int64 [N]) to a new item of
-``output_size``, in this order:
+``output_size``; other keys (``image_id``, ``labelled``) pass through unchanged. In this order:
 
 1. geometry, shared by both images and the boxes: random resized crop, horizontal flip, then
    resize (letterbox by default) to the input size. It is one integer crop, one flip, one resize
@@ -393,6 +393,11 @@ def check_item(item: Item, rotated: bool) -> None:
         raise ValueError(
             "item['boxes'] has non-zero angles but the augmentation is set to rotated=False"
         )
+    labelled = item.get("labelled", True)
+    if not isinstance(labelled, (bool, np.bool_)):
+        raise ValueError(f"item['labelled'] must be a bool, got {_describe(labelled)}")
+    if not labelled and len(boxes):
+        raise ValueError(f"item['labelled'] is False but the item has {len(boxes)} box(es)")
 
 
 def _describe(value: Any) -> str:

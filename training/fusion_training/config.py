@@ -52,10 +52,13 @@ class TrainingConfigError(ValueError):
 class DatasetSection:
     """Which data to train and validate on.
 
-    format: a `fusion_training.datasets.FORMATS` name (m3fd, dronevehicle, llvip, folder, synthetic).
-    root: dataset folder (null for synthetic). options: keyword options of the format's class for
-    both splits; train / val: options for one split only (merged over ``options``); val null =
-    no validation.
+    format: a `fusion_training.datasets.FORMATS` name (m3fd, dronevehicle, llvip, folder, synthetic,
+    mixture). root: dataset folder (null for synthetic and mixture). options: keyword options of
+    the format's class for both splits; train / val: options for one split only (merged over
+    ``options``); val null = no validation. A mixture lists its datasets in ``options.parts``
+    (see `fusion_training.datasets.MixtureDataset`); its other options and train / val are handed
+    to the parts that accept them, and the top-level ``thermal_normalization`` is required (it is
+    recorded in the checkpoint, not applied: each part keeps its own).
     """
 
     format: str = "synthetic"
@@ -420,6 +423,9 @@ def _check_dataset(cfg: TrainingConfig) -> None:
 
     ds = cfg.dataset
     _require(ds.format in FORMATS, "dataset.format", ds.format, f"one of {sorted(FORMATS)}")
+    if ds.format == "mixture":
+        _check_mixture(cfg)
+        return
     accepted = set(inspect.signature(FORMATS[ds.format]).parameters) - {"self", "root"}
     for section in ("options", "train", "val"):
         options = getattr(ds, section) or {}
@@ -434,6 +440,39 @@ def _check_dataset(cfg: TrainingConfig) -> None:
         _require(ds.root is None, "dataset.root", ds.root, "null for the synthetic format")
     else:
         _require(ds.root is not None, "dataset.root", ds.root, f"set for format {ds.format!r}")
+
+
+def _check_mixture(cfg: TrainingConfig) -> None:
+    """A mixture's parts (errors name ``dataset.options.parts[i]...``) and what it hands on."""
+    from fusion_training.datasets.mixture import NOT_FORWARDED, parse_parts, part_accepts
+
+    ds = cfg.dataset
+    _require(ds.root is None, "dataset.root", ds.root, "null for a mixture (each part has a root)")
+    try:
+        specs = parse_parts(ds.options.get("parts"))
+    except ValueError as error:
+        raise TrainingConfigError(f"dataset.options.{error}") from None
+    offered = set().union(*(part_accepts(spec.format) for spec in specs)) - set(NOT_FORWARDED)
+    for section in ("options", "train", "val"):
+        options = getattr(ds, section) or {}
+        for key in options:
+            if section == "options" and key == "parts":
+                continue
+            if key in NOT_FORWARDED:
+                expectation = f"set per part (dataset.options.parts[i].options.{key})"
+            else:
+                expectation = (
+                    "an option of at least one part's format, to hand on to those parts "
+                    f"({sorted(offered)})"
+                )
+            _require(key in offered, f"dataset.{section}.{key}", options[key], expectation)
+    _require(
+        cfg.thermal_normalization is not None,
+        "thermal_normalization",
+        cfg.thermal_normalization,
+        "set with dataset.format mixture: the scheme the checkpoint records for inference "
+        "(each part normalizes its own thermal)",
+    )
 
 
 def _check_augment(cfg: TrainingConfig, model_cfg: ModelConfig) -> None:

@@ -112,7 +112,8 @@ def evaluate_engine(
 ) -> dict[str, Any]:
     """Run `engine` over dataset items ({"rgb", "thermal", "boxes", "labels", "image_id"}) and
     score fusion and detection. The dataset's class names are matched to the checkpoint's by
-    name; run the engine with a low score threshold (e.g. 0.001) for AP."""
+    name; run the engine with a low score threshold (e.g. 0.001) for AP. Items with ``labelled``
+    False (fusion-only pairs) count for fusion only: their missing boxes are not "no objects"."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     if len(dataset) == 0:
@@ -126,11 +127,15 @@ def evaluate_engine(
         )
     fusion = FusionAccumulator(preset)
     predictions, targets = [], []
+    unlabelled = 0
     count = len(dataset) if limit is None else min(limit, len(dataset))
     for index in tqdm(range(count), desc="evaluate", disable=not progress):
         item = dataset[index]
         result = engine.infer(item["rgb"], item["thermal"])
         fusion.add(item["image_id"], result.fused_luma, item["rgb"], item["thermal"])
+        if not item.get("labelled", True):
+            unlabelled += 1
+            continue
         detections = result.detections
         predictions.append(
             {"boxes": detections.boxes, "scores": detections.scores, "labels": detections.labels}
@@ -139,7 +144,9 @@ def evaluate_engine(
         targets.append(
             {"boxes": np.asarray(item["boxes"]).reshape(-1, 5), "labels": label_map[labels]}
         )
-    if engine.rotated:
+    if not targets:  # fusion-only data: no detection score at all, rather than a zero
+        detection: dict[str, Any] = {}
+    elif engine.rotated:
         detection = rotated_voc_ap50(predictions, targets, engine.class_names)
     else:
         coco = coco_map(predictions, targets, engine.class_names, engine.max_detections)
@@ -151,6 +158,8 @@ def evaluate_engine(
         "per_image": fusion.per_image,
         "meta": {
             "images": len(fusion.per_image),
+            "detection_images": len(targets),
+            "unlabelled_images": unlabelled,
             "objects": int(sum(len(t["labels"]) for t in targets)),
             "preset": preset,
             "classes": list(engine.class_names),

@@ -2,9 +2,11 @@
 
 Fusion (the fused luminance ``u`` against visible luminance ``x`` and thermal ``y``, all in [0, 1])::
 
-    L_f    = λ1 · L_SSIM + λ2 · L_grad
+    L_f    = λ1 · L_SSIM + λ2 · L_grad (+ λi · L_int)
     L_SSIM = (1 - SSIM(u, x)) / 2 + (1 - SSIM(u, y)) / 2
     L_grad = Σ_{k ∈ {3, 5, 7}} mean | |LoG_k u| - max(|LoG_k x|, |LoG_k y|) |
+    L_int  = mean | u - max(x, y) |   (off by default; SeAFusion/TarDAL-style: the brighter
+             source wins, so warm targets stay bright at night)
 
 SSIM is Wang et al. (2004): Gaussian window 11 px, sigma 1.5, 'valid' filtering, data range 1.
 LoG_k is a k x k Laplacian-of-Gaussian normalised to be a smoothed Laplacian at every size (zero
@@ -62,7 +64,8 @@ class LossWeights:
     """Every weight and size of the UniFusOD loss (paper defaults: λ = 0.4, λ1..λ4 = 1).
 
     detection_weight: λ in L = λ·L_d + (1 - λ)·L_f, in [0, 1].
-    ssim, gradient: λ1, λ2 of the fusion loss. box, focal: λ3, λ4 of the detection loss;
+    ssim, gradient: λ1, λ2 of the fusion loss; intensity: λi of the max-intensity term (0 = the
+    paper's loss). box, focal: λ3, λ4 of the detection loss;
     ctrness, angle: weights of the centre-ness and (rotated heads) angle terms.
     log_kernel_sizes: odd LoG sizes of the gradient loss. ssim_window / ssim_sigma: SSIM window.
     """
@@ -70,6 +73,7 @@ class LossWeights:
     detection_weight: float = 0.4
     ssim: float = 1.0
     gradient: float = 1.0
+    intensity: float = 0.0
     box: float = 1.0
     focal: float = 1.0
     ctrness: float = 1.0
@@ -213,14 +217,15 @@ def gradient_loss(
 def fusion_losses(
     fused: Tensor, rgb: Tensor, thermal: Tensor, weights: LossWeights | None = None
 ) -> dict[str, Tensor]:
-    """Named fusion terms ``ssim`` and ``gradient`` (unweighted) for the fused luminance
-    ``[B,1,H,W]``, rgb ``[B,3,H,W]`` and thermal ``[B,1,H,W]``, all in [0, 1], in float32."""
+    """Named fusion terms ``ssim``, ``gradient`` and ``intensity`` (unweighted) for the fused
+    luminance ``[B,1,H,W]``, rgb ``[B,3,H,W]`` and thermal ``[B,1,H,W]``, all in [0, 1], in float32."""
     w = weights or LossWeights()
     with torch.autocast(fused.device.type, enabled=False):
         u, x, y = fused.float(), luminance(rgb), _as_image("thermal", thermal)
         return {
             "ssim": ssim_loss(u, x, y, w.ssim_window, w.ssim_sigma),
             "gradient": gradient_loss(u, x, y, w.log_kernel_sizes),
+            "intensity": (u - torch.maximum(x, y)).abs().mean(),
         }
 
 
@@ -277,7 +282,11 @@ class UniFusODLoss:
         out = {k: v.float() if v.is_floating_point() else v for k, v in out.items()}
         fusion_terms = fusion_losses(out["fused"], rgb, thermal, w)
         detection_terms = {k: v.float() for k, v in model.detection_loss(out, targets).items()}
-        l_f = w.ssim * fusion_terms["ssim"] + w.gradient * fusion_terms["gradient"]
+        l_f = (
+            w.ssim * fusion_terms["ssim"]
+            + w.gradient * fusion_terms["gradient"]
+            + w.intensity * fusion_terms["intensity"]
+        )
         l_d = weigh_detection_terms(detection_terms, w)
         lam = w.detection_weight
         terms = {**fusion_terms, **detection_terms, "fusion": l_f, "detection": l_d}

@@ -334,18 +334,28 @@ class Trainer:
         defaults: dict[str, Any] = {"rotated": rotated, "width": width, "height": height}
         if cfg.classes is not None:
             defaults["classes"] = list(cfg.classes)
-        if cfg.thermal_normalization is not None:
+        mixture = ds.format == "mixture"
+        # a mixture's parts keep their own normalization; the config's is only recorded
+        if cfg.thermal_normalization is not None and not mixture:
             defaults["thermal_normalization"] = build_normalizer(
                 cfg.thermal_normalization
             ).to_dict()
-        defaults = {k: v for k, v in defaults.items() if k in accepted}
+        if not mixture:
+            defaults = {k: v for k, v in defaults.items() if k in accepted}
 
-        def build(split_options: Mapping[str, Any]) -> Dataset:
-            options = {**defaults, **ds.options, **split_options}
+        def build(role: str, split_options: Mapping[str, Any]) -> Dataset:
+            if mixture:  # each part takes the defaults it accepts
+                options = {**ds.options, **split_options, "role": role, "defaults": defaults}
+            else:
+                options = {**defaults, **ds.options, **split_options}
             return build_dataset(ds.format, ds.root, **options)
 
-        train = build(ds.train)
-        val = build(ds.val) if ds.val is not None else None
+        train = build("train", ds.train)
+        val = build("val", ds.val) if ds.val is not None else None
+        if mixture:
+            for split, data in (("train", train), ("val", val)):
+                if data is not None:
+                    log.info("dataset.%s: mixture of %s", split, data.manifest["parts"])
         names = tuple(train.class_names)
         if cfg.classes is not None and names != tuple(cfg.classes):
             raise ValueError(
@@ -372,6 +382,12 @@ class Trainer:
         cfg = self.config
         if cfg.thermal_normalization is not None:
             return build_normalizer(cfg.thermal_normalization).to_dict()
+        if cfg.dataset.format == "mixture":
+            raise ValueError(
+                "thermal_normalization: required with dataset.format mixture; its parts each "
+                "normalize thermal their own way, so say which scheme the checkpoint records "
+                "(the one the node applies to its camera at inference)"
+            )
         if cfg.dataset.format == "synthetic":
             return build_normalizer(DEFAULT_THERMAL).to_dict()
         manifest = getattr(dataset, "manifest", None) or {}

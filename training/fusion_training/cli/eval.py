@@ -55,7 +55,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     model = parser.add_argument_group("checkpoint mode")
     model.add_argument("--checkpoint", type=Path, help="checkpoint file (.pt)")
     model.add_argument("--data", type=Path, help="dataset root (not for --format synthetic)")
-    model.add_argument("--format", default="folder", choices=sorted(FORMATS), help="dataset format")
+    model.add_argument(
+        "--format",
+        default="folder",
+        choices=sorted(set(FORMATS) - {"mixture"}),  # a mixture needs its parts from a YAML
+        help="dataset format",
+    )
     model.add_argument("--split", help="dataset split (format-specific, e.g. val, test)")
     model.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     model.add_argument("--limit", type=int, help="evaluate only the first N images")

@@ -6,8 +6,10 @@ raises :class:`DatasetError` naming the file, or, with ``skip_invalid=True``, th
 out and listed in ``dataset.skipped`` (a summary is logged and available as ``skip_summary()``).
 
 Items are dicts: ``rgb`` uint8 HxWx3 (RGB order), ``thermal`` float32 HxW in [0, 1], ``boxes``
-float32 [N, 5] (cx, cy, w, h, angle) in pixels, ``labels`` int64 [N], ``image_id`` str. An
-optional ``transform`` (e.g. :class:`fusion_training.augment.PairedAugment`) maps that dict.
+float32 [N, 5] (cx, cy, w, h, angle) in pixels, ``labels`` int64 [N], ``image_id`` str and
+``labelled`` bool (False for a pair that has no annotation at all, so no boxes means "unknown",
+not "no objects": the detection loss skips it, the fusion loss does not). An optional
+``transform`` (e.g. :class:`fusion_training.augment.PairedAugment`) maps that dict.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class Record:
     boxes: np.ndarray  # float32 [N, 5] in the coordinates of the returned (cropped) images
     labels: np.ndarray  # int64 [N]
     crop: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the stored images
+    labelled: bool = True  # False: no annotation exists (boxes is empty), fusion-only pair
 
 
 @dataclass(frozen=True)
@@ -234,5 +237,6 @@ class PairedDetectionDataset(Dataset):
             "boxes": record.boxes.copy(),
             "labels": record.labels.copy(),
             "image_id": record.image_id,
+            "labelled": record.labelled,
         }
         return self.transform(item) if self.transform is not None else item

@@ -16,6 +16,7 @@ from .dronevehicle import DroneVehicle
 from .folder import PairedFolder
 from .llvip import LLVIP
 from .m3fd import M3FD
+from .mixture import MixtureDataset
 from .synthetic_scenes import SyntheticDataset
 
 FORMATS: dict[str, type[Dataset]] = {
@@ -24,33 +25,50 @@ FORMATS: dict[str, type[Dataset]] = {
     "llvip": LLVIP,
     "folder": PairedFolder,
     "synthetic": SyntheticDataset,
+    "mixture": MixtureDataset,
 }
 _ALIASES = {"paired_folder": "folder", "drone_vehicle": "dronevehicle"}
+_ROOTLESS = ("synthetic", "mixture")
 
 
-def build_dataset(format: str, root: str | Path | None = None, **options: Any) -> Dataset:
-    """A dataset of ``format`` (m3fd, dronevehicle, llvip, folder, synthetic) at ``root``.
-
-    ``options`` are the keyword arguments of the format's class (e.g. ``split``, ``transform``,
-    ``skip_invalid``); ``synthetic`` takes no root. Unknown formats or options raise ValueError.
-    """
+def canonical_format(format: Any) -> str:
+    """The FORMATS key of a format name (case and aliases resolved), or ValueError."""
     key = _ALIASES.get(str(format).lower(), str(format).lower())
     if key not in FORMATS:
         raise ValueError(f"unknown dataset format {format!r}; choose from {sorted(FORMATS)}")
-    cls = FORMATS[key]
-    accepted = [
+    return key
+
+
+def accepted_options(cls: type[Dataset]) -> list[str]:
+    """Keyword options ``build_dataset`` passes to a format's class (``length`` for synthetic)."""
+    return [
         n
         for n, p in inspect.signature(cls).parameters.items()
         if p.kind is p.KEYWORD_ONLY or n == "length"
     ]
+
+
+def build_dataset(format: str, root: str | Path | None = None, **options: Any) -> Dataset:
+    """A dataset of ``format`` (m3fd, dronevehicle, llvip, folder, synthetic, mixture) at ``root``.
+
+    ``options`` are the keyword arguments of the format's class (e.g. ``split``, ``transform``,
+    ``skip_invalid``); ``synthetic`` and ``mixture`` take no root (a mixture's ``parts`` name
+    their own, see :class:`MixtureDataset`). Unknown formats or options raise ValueError.
+    """
+    key = canonical_format(format)
+    cls = FORMATS[key]
+    accepted = accepted_options(cls)
+    takes_any = any(
+        p.kind is p.VAR_KEYWORD for p in inspect.signature(cls).parameters.values()
+    )  # the mixture checks the options it hands on itself
     unknown = sorted(set(options) - set(accepted))
-    if unknown:
+    if unknown and not takes_any:
         raise ValueError(
             f"unknown option(s) {unknown} for dataset format {key!r}; accepted: {accepted}"
         )
-    if key == "synthetic":
+    if key in _ROOTLESS:
         if root is not None:
-            raise ValueError(f"dataset format 'synthetic' takes no root, got root={root!r}")
+            raise ValueError(f"dataset format {key!r} takes no root, got root={root!r}")
         return cls(**options)
     if root is None:
         raise ValueError(f"dataset format {key!r} needs a root folder, got root=None")
@@ -61,8 +79,10 @@ def collate(batch: Sequence[Item]) -> dict[str, Any]:
     """Stack items of one size into model tensors.
 
     Returns ``rgb`` float32 [B, 3, H, W] in [0, 1], ``thermal`` float32 [B, 1, H, W] in [0, 1],
-    ``targets`` a list of {"boxes": float32 [N_i, 5], "labels": int64 [N_i]} and ``image_ids``.
-    Tensors are on the CPU; the trainer moves them to its device.
+    ``targets`` a list of {"boxes": float32 [N_i, 5], "labels": int64 [N_i], "labelled": bool
+    0-dim tensor} and ``image_ids``. ``labelled`` is a tensor so targets move to a device as a
+    whole; an item without the key counts as labelled. Tensors are on the CPU; the trainer
+    moves them to its device.
     """
     if not batch:
         raise ValueError("collate got an empty batch")
@@ -86,6 +106,7 @@ def collate(batch: Sequence[Item]) -> dict[str, Any]:
         {
             "boxes": torch.as_tensor(item["boxes"], dtype=torch.float32).reshape(-1, 5),
             "labels": torch.as_tensor(item["labels"], dtype=torch.int64).reshape(-1),
+            "labelled": torch.tensor(bool(item.get("labelled", True))),
         }
         for item in batch
     ]

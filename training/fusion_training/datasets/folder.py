@@ -6,6 +6,8 @@ Layout::
     root/rgb/<stem>.{png,jpg,...}        colour images (8-bit)
     root/thermal/<stem>.{png,tif,...}    thermal images: 8-bit, or 16-bit raw counts
     root/labels/<stem>.txt               one file per pair; an empty file means no objects
+                                         (with ``unlabelled: fusion_only``: a pair without a
+                                         file, or a dataset without labels/, is unannotated)
 
 manifest.yaml::
 
@@ -14,6 +16,7 @@ manifest.yaml::
     thermal_normalization:          # how raw thermal maps to [0, 1]; required for 16-bit thermal
       scheme: fixed_range           #   (fusion_perception.imaging schemes; to_dict() form works too)
       params: {lo: 7000, hi: 9000}
+    unlabelled: error               # optional: what a pair without a label file is (see below)
     splits:                         # optional: split name -> file of stems, relative to root
       train: train.txt
       val: val.txt
@@ -23,6 +26,13 @@ manifest.yaml::
 Label formats: ``yolo`` lines ``class_index cx cy w h`` normalised to [0, 1] (horizontal boxes);
 ``dota`` lines ``x1 y1 x2 y2 x3 y3 x4 y4 class_name [difficult]`` in pixels (oriented boxes; the
 ``imagesource:`` / ``gsd:`` header lines of DOTA files are skipped).
+
+Unlabelled pairs: ``unlabelled: error`` (the default) makes a missing label file an error, because
+a forgotten file would otherwise teach the detector that the pair has no objects.
+``unlabelled: fusion_only`` loads such a pair with no boxes and ``labelled: False`` in its item;
+the fusion loss trains on it and the detection loss skips it. An empty label file still means
+"annotated, no objects" (``labelled: True``). Keep unlabelled pairs out of a split used to pick
+checkpoints by mAP.
 """
 
 from __future__ import annotations
@@ -54,9 +64,11 @@ from .thermal import ThermalSpec, build_normalizer
 
 MANIFEST = "manifest.yaml"
 LABEL_FORMATS = ("yolo", "dota")
+UNLABELLED_POLICIES = ("error", "fusion_only")
 _MANIFEST_KEYS = {
     "classes",
     "label_format",
+    "unlabelled",
     "thermal_normalization",
     "splits",
     "format_version",
@@ -93,6 +105,11 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise DatasetError(
             path,
             f"field 'label_format' must be one of {LABEL_FORMATS}, got {manifest.get('label_format')!r}",
+        )
+    if manifest.get("unlabelled", "error") not in UNLABELLED_POLICIES:
+        raise DatasetError(
+            path,
+            f"field 'unlabelled' must be one of {UNLABELLED_POLICIES}, got {manifest['unlabelled']!r}",
         )
     if manifest.get("format_version", 1) != 1:
         raise DatasetError(
@@ -139,8 +156,12 @@ class PairedFolder(PairedDetectionDataset):
         self._index_of = {class_key(c): i for i, c in enumerate(self.class_names)}
         self._include_difficult = bool(include_difficult)
         self._tolerance = float(bounds_tolerance)
+        self.fusion_only_allowed = manifest.get("unlabelled", "error") == "fusion_only"
         rgb_dir, thermal_dir = find_dir(root, "rgb"), find_dir(root, "thermal")
-        self._labels_dir = find_dir(root, "labels")
+        labels = root / "labels"
+        # a fusion-only dataset (e.g. TNO alone) may have no labels at all
+        allow_missing = self.fusion_only_allowed and not labels.exists()
+        self._labels_dir = labels if allow_missing else find_dir(root, "labels")
         entries = pair_stems(index_images(rgb_dir), index_images(thermal_dir))
         if split is not None:
             splits = manifest.get("splits", {})
@@ -165,8 +186,15 @@ class PairedFolder(PairedDetectionDataset):
         size = paired_size(rgb, thermal)
         path = self._labels_dir / f"{stem}.txt"
         if not path.is_file():
+            if self.fusion_only_allowed:
+                empty = np.zeros((0, 5), np.float32)
+                return Record(
+                    stem, rgb, thermal, size, empty, np.zeros(0, np.int64), labelled=False
+                )
             raise DatasetError(
-                path, "label file not found (write an empty file for a pair without objects)"
+                path,
+                "label file not found (write an empty file for a pair without objects, or set "
+                "'unlabelled: fusion_only' in the manifest for fusion-only pairs)",
             )
         lines = [
             (n, line.split())

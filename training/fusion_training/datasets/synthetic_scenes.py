@@ -74,5 +74,6 @@ class SyntheticDataset(Dataset):
             "boxes": scene.boxes,
             "labels": scene.labels,
             "image_id": f"synthetic_{self.generator.seed}_{index:06d}",
+            "labelled": True,
         }
         return self.transform(item) if self.transform is not None else item
