@@ -130,6 +130,7 @@ HELP_OPTIONS = {
     "fusion-eval": "--preset",
     "fusion-export": "--format",
     "fusion-bag2dataset": "--pseudo-labels",
+    "fusion-prepare-real": "--min-score",
 }
 
 

@@ -28,11 +28,13 @@ _MIN_TOP = 4  # the coarsest level keeps at least this many pixels on its short 
 
 
 def _blur(x: Tensor) -> Tensor:
-    k = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device)
-    k = (k[:, None] * k[None, :]) / k.sum() ** 2
-    channels = x.shape[1]
-    padded = F.pad(x, (2, 2, 2, 2), mode="replicate")
-    return F.conv2d(padded, k.expand(channels, 1, 5, 5), groups=channels)
+    """5x5 binomial blur per channel; channels fold into the batch so the kernel has one fixed
+    shape (ONNX needs a constant-shaped kernel)."""
+    row = torch.tensor(_BINOMIAL, dtype=x.dtype, device=x.device) / sum(_BINOMIAL)
+    kernel = (row[:, None] * row[None, :]).view(1, 1, 5, 5)
+    batch, channels, height, width = x.shape
+    flat = F.pad(x.reshape(batch * channels, 1, height, width), (2, 2, 2, 2), mode="replicate")
+    return F.conv2d(flat, kernel).view(batch, channels, height, width)
 
 
 def _down(x: Tensor) -> Tensor:

@@ -2,8 +2,11 @@
 
 The exported graph is the model's ``forward(rgb [1,3,H,W], thermal [1,1,H,W])`` (both float32 in
 [0, 1], H x W = the checkpoint's input size) returning the dense outputs ``fused``,
-``cls_logits``, ``bbox_reg``, ``ctrness``, (``angle``,) ``boxes``; letterboxing, score
-threshold and NMS stay outside (fusion_perception.engine). Shapes are static.
+(``fusion_weight``,) ``cls_logits``, ``bbox_reg``, ``ctrness``, (``angle``,) ``boxes``;
+letterboxing, score threshold and NMS stay outside (fusion_perception.engine). Shapes are static.
+With ``fusion_head.output: weights`` a runtime gets native-resolution fusion by applying
+``fusion_weight`` to the full-size sources with `fusion_perception.model.pyramid_fusion`, as
+FusionEngine does; ``fused`` is the same blend at the input size.
 
 After writing, the export is run on a real input (a synthetic scene, or --rgb/--thermal files)
 and every output is compared with eager PyTorch: TorchScript is loaded back and run; ONNX is
