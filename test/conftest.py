@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-# Real visible/infrared pairs: the full VIFB set beside the repository, else the subset in test/data.
-SHARED_VIFB = REPO.parent / "shared" / "data" / "vifb"
-VIFB = SHARED_VIFB if (SHARED_VIFB / "vis").is_dir() else REPO / "test" / "data" / "vifb"
+# Real visible/infrared pairs: VIFB's 21 pairs in the shared data root ($FUSION_SHARED_DATA, else
+# ../shared/data beside the repository). They are not kept in the repository; tests that need them
+# take the `vifb_dir` fixture and skip when they are absent.
+SHARED_DATA = Path(os.environ.get("FUSION_SHARED_DATA") or REPO.parent / "shared" / "data")
+VIFB = SHARED_DATA / "vifb"
 # Test the working tree, not the copies `make test` installed into the venv (those serve the
 # console scripts and share/ files).
 for source in (REPO / "training", REPO):
@@ -43,6 +45,13 @@ def ros_context():
 
 @pytest.fixture(scope="session")
 def vifb_dir() -> Path:
+    """VIFB's pairs (vis/, ir/ named by pair); skips the test, naming the missing folder, if absent."""
+    missing = [str(VIFB / kind) for kind in ("vis", "ir") if not (VIFB / kind).is_dir()]
+    if missing:
+        pytest.skip(
+            f"VIFB pairs not found: missing {', '.join(missing)} (set FUSION_SHARED_DATA to the "
+            "shared data root that holds vifb/)"
+        )
     return VIFB
 
 

@@ -24,7 +24,9 @@ from fusion_training.datasets import (
     SyntheticDataset,
     build_dataset,
     collate,
+    files,
 )
+from fusion_training.datasets.base import match_class_names
 from fusion_training.datasets.thermal import build_normalizer
 from torch.utils.data import DataLoader
 
@@ -330,6 +332,51 @@ def test_all_invalid_is_an_error_even_when_skipping(tmp_path: Path) -> None:
         M3FD(tmp_path)
 
 
+def test_m3fd_release_folder_above_m3fd_detection_and_fusion_only_folders(tmp_path: Path) -> None:
+    release = tmp_path / "M3FD"
+    _m3fd(release / "M3FD_Detection")
+    (release / "M3FD_Fusion" / "Vis").mkdir(parents=True)
+    (release / "M3FD_Fusion" / "Ir").mkdir()
+    ds = M3FD(release)
+    assert len(ds) == 4 and ds.folder == release / "M3FD_Detection" and ds.layout == "m3fd"
+    with pytest.raises(DatasetError, match=r"no Annotation/ folder.*M3FD_Detection") as info:
+        M3FD(release / "M3FD_Fusion")
+    assert info.value.path == release / "M3FD_Fusion"
+    shutil.rmtree(release / "M3FD_Detection")
+    with pytest.raises(DatasetError, match="pass the release's M3FD_Detection folder"):
+        M3FD(release)
+
+
+def test_m3fd_reads_tardal_prepared_layout(tmp_path: Path) -> None:
+    root = tmp_path / "m3fd"
+    for i, stem in enumerate(("00000", "00001")):
+        _write_rgb(root / "vi" / f"{stem}.png", seed=i)
+        _write_ir(root / "ir" / f"{stem}.png")
+    (root / "labels").mkdir()
+    # TarDAL's order: 0 People, 1 Car, 2 Bus, 3 Lamp, 4 Motorcycle, 5 Truck; cx cy w h / size
+    (root / "labels" / "00000.txt").write_text("3 0.25 0.5 0.125 0.5\n4 0.5 0.5 0.25 0.25\n")
+    (root / "labels" / "00001.txt").write_text("")
+    (root / "meta").mkdir()
+    (root / "meta" / "val.txt").write_text("00000.png\n")
+    ds = M3FD(root)
+    assert ds.layout == "tardal" and len(ds) == 2 and ds[1]["boxes"].shape == (0, 5)
+    lamp, motorcycle = M3FD.CLASSES.index("Lamp"), M3FD.CLASSES.index("Motorcycle")
+    assert ds[0]["labels"].tolist() == [lamp, motorcycle]
+    np.testing.assert_allclose(ds[0]["boxes"], [[16, 24, 8, 24, 0], [32, 24, 16, 12, 0]])
+    assert [r.image_id for r in M3FD(root, split_file=root / "meta" / "val.txt").records] == [
+        "00000"
+    ]
+    lamps = M3FD(root, classes=("Lamp",))
+    assert lamps[0]["labels"].tolist() == [0] and lamps.dropped_objects == {"class not selected": 1}
+    (root / "labels" / "00001.txt").write_text("6 0.5 0.5 0.1 0.1\n")
+    with pytest.raises(DatasetError, match=r"class index '6'.*TarDAL") as info:
+        M3FD(root)
+    assert info.value.path == root / "labels" / "00001.txt"
+    shutil.rmtree(root / "labels")
+    with pytest.raises(DatasetError, match=r"TarDAL's prepared layout.*no labels/"):
+        M3FD(root)
+
+
 # ------------------------------------------------------------------ DroneVehicle
 
 
@@ -372,13 +419,67 @@ def test_dronevehicle_label_source_and_kept_border(tmp_path: Path) -> None:
         DroneVehicle(root, labels="thermal")
 
 
+def test_dronevehicle_unknown_names_drop_the_object_not_the_image(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _drone(tmp_path / "DroneVehicle")
+    label = root / "train" / "trainlabelr" / "00002.xml"
+    _drone_xml(
+        label,
+        [
+            ("*", _rect_polygon(110, 110, 120, 120), "polygon"),
+            ("bus", _rect_polygon(120, 120, 150, 140), "polygon"),
+            ("tank", None, "none"),  # an unknown name needs no valid geometry either
+        ],
+    )
+    with caplog.at_level(logging.INFO):
+        ds = DroneVehicle(root)
+    assert len(ds) == 2 and ds[1]["labels"].tolist() == [DroneVehicle.CLASSES.index("bus")]
+    assert ds.dropped_objects["unknown class '*'"] == 1
+    assert ds.dropped_objects["unknown class 'tank'"] == 1
+    assert "unknown class '*'" in caplog.text
+
+
+def test_dronevehicle_logs_only_reasons_that_dropped_objects(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = _drone(tmp_path / "DroneVehicle")
+    with caplog.at_level(logging.INFO):
+        ds = DroneVehicle(root, labels="rgb")  # nothing in the border, nothing left out
+    assert dict(ds.dropped_objects) == {} and "objects left out" not in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        DroneVehicle(root, classes=("car",))
+    assert "{'class not selected': 6, 'no polygon or bndbox': 1}" in caplog.text
+
+
+def test_dronevehicle_difficult_flags_reach_the_items(tmp_path: Path) -> None:
+    root = _drone(tmp_path / "DroneVehicle")
+    label = root / "train" / "trainlabelr" / "00002.xml"
+    _drone_xml(
+        label,
+        [
+            ("car", _rect_polygon(110, 110, 130, 120), "polygon"),
+            ("van", [5, 5, 40, 40], "bndbox"),  # in the border: dropped with its flag
+            ("bus", _rect_polygon(120, 120, 150, 140), "polygon"),
+        ],
+    )
+    text = label.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 3)
+    label.write_text(text.replace("<difficult>1</difficult>", "<difficult>0</difficult>", 1))
+    ds = DroneVehicle(root)
+    assert ds[1]["difficult"].tolist() == [False, True] and ds[0]["difficult"].dtype == bool
+    assert len(ds[0]["difficult"]) == len(ds[0]["labels"])
+    drop_last = DroneVehicle(root, transform=lambda item: {**item, "boxes": item["boxes"][:1]})
+    assert "difficult" not in drop_last[1]  # misaligned flags are removed, not passed on
+    label.write_text(text.replace("<difficult>1</difficult>", "<difficult>yes</difficult>", 1))
+    with pytest.raises(DatasetError, match="<difficult> 'yes'") as info:
+        DroneVehicle(root)
+    assert info.value.path == label
+
+
 def test_dronevehicle_errors_name_the_file(tmp_path: Path) -> None:
     root = _drone(tmp_path / "DroneVehicle")
     label = root / "train" / "trainlabelr" / "00002.xml"
-    _drone_xml(label, [("tank", _rect_polygon(110, 110, 120, 120), "polygon")])
-    with pytest.raises(DatasetError, match="unknown class 'tank'") as info:
-        DroneVehicle(root)
-    assert info.value.path == label
     _drone_xml(label, [("car", _rect_polygon(110, 110, 300, 120), "polygon")])
     with pytest.raises(DatasetError, match="outside the 264x248 image"):
         DroneVehicle(root)
@@ -388,6 +489,42 @@ def test_dronevehicle_errors_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match="no thermal partner") as info:
         DroneVehicle(root)
     assert info.value.path == root / "train" / "trainimg" / "00002.png"
+
+
+def test_truncated_images_are_refused_naming_the_file(tmp_path: Path) -> None:
+    root = _m3fd(tmp_path / "M3FD")
+    png = root / "Ir" / "00002.png"
+    png.write_bytes(png.read_bytes()[:-40])  # cut inside the pixel data and IEND
+    with pytest.raises(DatasetError, match="truncated image: no IEND chunk") as info:
+        M3FD(root)
+    assert info.value.path == png
+    ds = M3FD(root, skip_invalid=True)
+    assert [(s.image_id, s.path) for s in ds.skipped] == [("00002", png)]
+    jpg = tmp_path / "padded.jpg"
+    image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    data = cv2.imencode(".jpg", image)[1].tobytes()
+    jpg.write_bytes(data + b"trailing bytes after the end marker")
+    files.check_complete(jpg)  # data after FF D9 is accepted (a strict decode succeeds)
+    jpg.write_bytes(data[: len(data) // 2] + bytes(1000))  # half written, zero-filled
+    with pytest.raises(DatasetError, match="end-of-image marker"):
+        files.read_rgb(jpg)
+
+
+def test_class_synonyms_match_names_across_datasets() -> None:
+    m3fd_model = ("People", "Car", "Bus", "Motorcycle", "Lamp", "Truck")
+    assert match_class_names(["person"], m3fd_model) == {"person": "People"}
+    assert match_class_names(["Pedestrian", "vehicle", "MotorBike"], m3fd_model) == {
+        "Pedestrian": "People",
+        "vehicle": "Car",
+        "MotorBike": "Motorcycle",
+    }
+    assert match_class_names(["cyclist"], ("person", "bicycle")) == {"cyclist": "bicycle"}
+    # an exact name wins over a synonym
+    assert match_class_names(["people"], ("person", "people")) == {"people": "people"}
+    with pytest.raises(ValueError, match="'person' matches several"):
+        match_class_names(["person"], ("people", "pedestrian"))
+    with pytest.raises(ValueError, match="'Lamp' matches none"):
+        match_class_names(["Lamp"], ("person",))
 
 
 # ------------------------------------------------------------------ LLVIP

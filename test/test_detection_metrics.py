@@ -150,3 +150,54 @@ def test_bad_inputs_raise_clear_errors():
         dm.rotated_voc_ap50([_gt([[50, 50, 20, 20, 0]], [0])], targets, ["car"])
     with pytest.raises(ValueError, match=r"\[n, 5\]"):
         dm.coco_map([_pred([[50, 50, 20, 20]], [0], [0.9])], targets, ["car"])
+
+
+def test_voc07_eleven_point_against_all_point_by_hand():
+    # two cars; detections by score: hit, miss, hit -> recall 0.5, 0.5, 1; precision 1, 1/2, 2/3
+    recall, precision = np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])
+    # all-point: 0.5 * 1 + 0.5 * 2/3; 11-point: recall levels 0..0.5 see precision 1 (six
+    # levels), 0.6..1 see 2/3 (five levels): (6 + 5 * 2/3) / 11 = 28/33
+    assert dm.voc_ap(recall, precision) == pytest.approx(5 / 6)
+    assert dm.voc_ap(recall, precision, "11-point") == pytest.approx(28 / 33)
+    targets = [_gt([[50, 50, 20, 20, 0], [150, 150, 20, 20, 0]], [0, 0])]
+    preds = [
+        _pred(
+            [[50, 50, 20, 20, 0], [300, 300, 20, 20, 0], [150, 150, 20, 20, 0]],
+            [0, 0, 0],
+            [0.9, 0.8, 0.7],
+        )
+    ]
+    assert dm.rotated_voc_ap50(preds, targets, ["car"])["AP50"] == pytest.approx(5 / 6)
+    eleven = dm.rotated_voc_ap50(preds, targets, ["car"], interpolation="11-point")
+    assert eleven["AP50"] == pytest.approx(28 / 33) and eleven["per_class"]["car"] == eleven["AP50"]
+    # half the objects found at precision 1: all-point 0.5, 11-point 6/11 (levels 0..0.5)
+    half = [_pred([[50, 50, 20, 20, 0]], [0], [0.9])]
+    assert dm.rotated_voc_ap50(half, targets, ["car"], interpolation="11-point")[
+        "AP50"
+    ] == pytest.approx(6 / 11)
+    with pytest.raises(ValueError, match="interpolation"):
+        dm.rotated_voc_ap50(preds, targets, ["car"], interpolation="101-point")
+
+
+def test_difficult_objects_are_neither_hits_nor_misses():
+    car, hard_car = [50, 50, 20, 20, 0], [150, 150, 20, 20, 0]
+    targets = [{**_gt([car, hard_car], [0, 0]), "difficult": torch.tensor([False, True])}]
+    # by score: the difficult car (ignored), its duplicate (ignored too), a miss, the easy car
+    preds = [
+        _pred(
+            [hard_car, [151, 150, 20, 20, 0], [300, 300, 20, 20, 0], car],
+            [0, 0, 0, 0],
+            [0.9, 0.85, 0.8, 0.7],
+        )
+    ]
+    # one positive; what counts is miss, hit: recall 0, 1 and precision 0, 1/2 -> AP 0.5
+    assert dm.rotated_voc_ap50(preds, targets, ["car"])["AP50"] == pytest.approx(0.5)
+    # without the flag: hit, duplicate, miss, hit over two positives
+    plain = [_gt([car, hard_car], [0, 0])]
+    assert dm.rotated_voc_ap50(preds, plain, ["car"])["AP50"] == pytest.approx(0.5 + 0.5 * 0.5)
+    # a class with only difficult objects has no positives: NaN, left out of the mean
+    only_hard = [{**_gt([hard_car], [1]), "difficult": np.array([1])}]
+    res = dm.rotated_voc_ap50([_pred([hard_car], [1], [0.9])], only_hard, ["car", "bus"])
+    assert math.isnan(res["per_class"]["bus"]) and math.isnan(res["AP50"])
+    with pytest.raises(ValueError, match=r"difficult'\] must be 2 flags"):
+        dm.rotated_voc_ap50(preds, [{**plain[0], "difficult": np.array([0])}], ["car"])

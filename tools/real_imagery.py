@@ -38,25 +38,21 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "training"), str(REPO / "tools")]
 
 from bench import machine  # noqa: E402
+from fusion_training import benchmark  # noqa: E402
 from fusion_training.datasets import build_dataset  # noqa: E402
-from fusion_training.evaluate import (  # noqa: E402
-    FusionAccumulator,
-    evaluate_checkpoint,
-    json_ready,
-)
-from fusion_training.metrics.fusion import prepare_image  # noqa: E402
+from fusion_training.evaluate import evaluate_checkpoint, json_ready  # noqa: E402
 
 from fusion_perception.annotate import draw_detections  # noqa: E402
 from fusion_perception.checkpoint import load_checkpoint  # noqa: E402
-from fusion_perception.cli.infer import read_rgb, read_thermal  # noqa: E402
+from fusion_perception.cli.infer import read_rgb  # noqa: E402
 from fusion_perception.engine import Detections, FusionEngine  # noqa: E402
 from fusion_perception.imaging import merge_fused_luma  # noqa: E402
 from fusion_perception.synthetic import SceneGenerator  # noqa: E402
 
+# Section 1's table is fusion_training.benchmark's textbook convention (fusion-eval --benchmark).
 PRESET = "textbook"
-METRICS = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM", "SCD")
-PUBLISHED = ("CNN", "DLF", "ResNet", "U2Fusion", "SeAFusion")
-BASELINES = ("pixel average", "pixel max")
+METRICS = benchmark.CONVENTION_METRICS[PRESET]  # EN SD SF AG MI VIF Qabf SSIM SCD
+PUBLISHED = benchmark.PUBLISHED
 # Requirements the model has to meet (targets, not results).
 VIFB_FLOORS = {"Qabf": 0.565, "VIF": 0.652, "AG": 3.96}  # strictly above
 MAX_BOXES_PER_SCENE = 10
@@ -131,31 +127,15 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def vifb_names(data: Path, limit: int | None) -> list[str]:
-    vis, ir = data / "vifb" / "vis", data / "vifb" / "ir"
-    if not vis.is_dir() or not ir.is_dir():
-        raise SystemExit(f"real_imagery: VIFB pairs not found under {data / 'vifb'}")
-    names = sorted({p.stem for p in vis.glob("*.jpg")} & {p.stem for p in ir.glob("*.jpg")})
-    return names[:limit]
+    try:
+        return benchmark.vifb_pairs(data, limit)
+    except FileNotFoundError as error:
+        raise SystemExit(f"real_imagery: {error}") from None
 
 
 def load_vifb(data: Path, names: Sequence[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """pair -> (visible RGB uint8, infrared grey uint8), read the way fusion-infer reads them."""
-    return {
-        name: (
-            read_rgb(data / "vifb" / "vis" / f"{name}.jpg"),
-            read_thermal(data / "vifb" / "ir" / f"{name}.jpg"),
-        )
-        for name in names
-    }
-
-
-def pixel_baselines(rgb: np.ndarray, ir: np.ndarray) -> dict[str, np.ndarray]:
-    """Average and maximum of the visible luma (the metrics' own BT.601 Y) and the infrared."""
-    luma, warm = prepare_image(rgb), ir.astype(np.float64)
-    return {
-        "pixel average": np.round((luma + warm) / 2).astype(np.uint8),
-        "pixel max": np.maximum(luma, warm).astype(np.uint8),
-    }
+    return benchmark.load_sources(data, names)
 
 
 def llvip_dataset(data: Path):
@@ -182,32 +162,22 @@ def file_digest(path: Path) -> str:
 
 def score_references(
     data: Path, images: dict[str, tuple[np.ndarray, np.ndarray]]
-) -> dict[str, FusionAccumulator]:
+) -> dict[str, benchmark.MethodScores]:
     """The published methods' fused images and the pixel baselines, scored like ours."""
-    scores = {name: FusionAccumulator(PRESET) for name in (*PUBLISHED, *BASELINES)}
-    for pair, (rgb, ir) in tqdm(images.items(), desc="VIFB references", unit="pair"):
-        for method in PUBLISHED:
-            path = data / "vifb_methods" / "fused" / f"{pair}_{method}.jpg"
-            fused = read_rgb(path)
-            if fused.shape != rgb.shape:
-                raise SystemExit(f"real_imagery: {path} is not the size of its pair")
-            scores[method].add(pair, fused, rgb, ir)
-        for method, fused in pixel_baselines(rgb, ir).items():
-            scores[method].add(pair, fused, rgb, ir)
-    return scores
+    scores = benchmark.score_published(data, images, (PRESET,), baselines=True, progress=True)
+    return scores[PRESET]
 
 
 def score_vifb_model(
     engine: FusionEngine, images: dict[str, tuple[np.ndarray, np.ndarray]], label: str
-) -> tuple[FusionAccumulator, dict[str, int], dict[str, np.ndarray]]:
+) -> tuple[benchmark.MethodScores, dict[str, int], dict[str, np.ndarray]]:
     """Our fusion metrics, boxes per scene at the engine's threshold, and the fused lumas."""
-    scores, boxes, fused = FusionAccumulator(PRESET), {}, {}
+    boxes, fused = {}, {}
     for pair, (rgb, ir) in tqdm(images.items(), desc=f"VIFB {label}", unit="pair"):
         result = engine.infer(rgb, ir.astype(np.float32) / 255.0)
-        scores.add(pair, result.fused_luma, rgb, ir)
         boxes[pair] = len(result.detections)
         fused[pair] = result.fused_luma
-    return scores, boxes, fused
+    return benchmark.score_images(fused, images, PRESET), boxes, fused
 
 
 def box_summary(boxes: dict[str, int]) -> dict[str, Any]:
@@ -298,7 +268,7 @@ def score_model(
     """Every per-checkpoint measure of the report (the ablation table's row)."""
     engine = FusionEngine(checkpoint, device="cpu", score_threshold=args.score_threshold)
     vifb, boxes, fused = score_vifb_model(engine, images, label)
-    means = vifb.means()
+    means = vifb.means
     return {
         "checkpoint": shown(checkpoint),
         "sha256": file_digest(checkpoint),
@@ -306,8 +276,8 @@ def score_model(
         "classes": list(engine.class_names),
         "vifb": {
             "means": means,
-            "per_pair": vifb.per_image,
-            "non_finite": vifb.non_finite(),
+            "per_pair": vifb.per_pair,
+            "non_finite": vifb.non_finite,
             "floors": floor_checks(means),
         },
         "boxes": box_summary(boxes),
@@ -498,7 +468,8 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
         f"Means over the pairs of `fusion_training.metrics.fusion.evaluate_fusion` (preset "
         f"`{PRESET}`), each fused image scored against the visible image's luma and the infrared. "
         "Ours: `FusionEngine.infer` (the `fusion-infer` path; fused luma at the visible camera's "
-        "resolution). Published methods: VIFB's fused images, scored by the same code. Pixel "
+        "resolution). Published methods: VIFB's fused images, scored by the same code "
+        "(`fusion_training.benchmark`, as `fusion-eval --benchmark vifb` ranks them). Pixel "
         "average / max: of the visible luma and the infrared, computed here.",
         "",
         "| " + " | ".join(header) + " |",
@@ -638,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         models[-1]["name"] = name
     references = score_references(args.data, images)
     means = {ours: models[0]["vifb"]["means"]}
-    means.update({method: acc.means() for method, acc in references.items()})
+    means.update({method: scores.means for method, scores in references.items()})
 
     engine = models[0]["_engine"]
     bar_plot(means, ours, figures / "vifb_metrics.png")
@@ -663,7 +634,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "vifb": {
             "pairs": names,
             "means": means,
-            "per_pair": {method: acc.per_image for method, acc in references.items()},
+            "per_pair": {method: scores.per_pair for method, scores in references.items()},
         },
         "models": models,
         "strips": {"llvip": strip_llvip, "vifb": strip_vifb},

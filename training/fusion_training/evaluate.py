@@ -109,11 +109,14 @@ def evaluate_engine(
     preset: str = "textbook",
     limit: int | None = None,
     progress: bool = False,
+    ap_interpolation: str = "all-point",
 ) -> dict[str, Any]:
     """Run `engine` over dataset items ({"rgb", "thermal", "boxes", "labels", "image_id"}) and
     score fusion and detection. The dataset's class names are matched to the checkpoint's by
     name; run the engine with a low score threshold (e.g. 0.001) for AP. Items with ``labelled``
-    False (fusion-only pairs) count for fusion only: their missing boxes are not "no objects"."""
+    False (fusion-only pairs) count for fusion only: their missing boxes are not "no objects".
+    Rotated AP uses `ap_interpolation` ("all-point" or VOC07 "11-point") and ignores objects an
+    item flags in ``difficult``."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     if len(dataset) == 0:
@@ -141,13 +144,16 @@ def evaluate_engine(
             {"boxes": detections.boxes, "scores": detections.scores, "labels": detections.labels}
         )
         labels = np.asarray(item["labels"], dtype=np.int64)
-        targets.append(
-            {"boxes": np.asarray(item["boxes"]).reshape(-1, 5), "labels": label_map[labels]}
-        )
+        target = {"boxes": np.asarray(item["boxes"]).reshape(-1, 5), "labels": label_map[labels]}
+        if item.get("difficult") is not None:
+            target["difficult"] = np.asarray(item["difficult"], dtype=bool)
+        targets.append(target)
     if not targets:  # fusion-only data: no detection score at all, rather than a zero
         detection: dict[str, Any] = {}
     elif engine.rotated:
-        detection = rotated_voc_ap50(predictions, targets, engine.class_names)
+        detection = rotated_voc_ap50(
+            predictions, targets, engine.class_names, interpolation=ap_interpolation
+        )
     else:
         coco = coco_map(predictions, targets, engine.class_names, engine.max_detections)
         detection = {key: coco[key] for key in ("mAP50", "mAP50_95", "per_class")}
@@ -182,6 +188,7 @@ def evaluate_checkpoint(
     max_detections: int = 100,
     limit: int | None = None,
     progress: bool = False,
+    ap_interpolation: str = "all-point",
 ) -> dict[str, Any]:
     """`evaluate_engine` with a FusionEngine built from `checkpoint` (a path or a Checkpoint,
     e.g. `fusion_perception.checkpoint.new_checkpoint(model, ...)` from the trainer).
@@ -194,7 +201,14 @@ def evaluate_checkpoint(
         nms_threshold=nms_threshold,
         max_detections=max_detections,
     )
-    return evaluate_engine(engine, dataset, preset=preset, limit=limit, progress=progress)
+    return evaluate_engine(
+        engine,
+        dataset,
+        preset=preset,
+        limit=limit,
+        progress=progress,
+        ap_interpolation=ap_interpolation,
+    )
 
 
 def index_images(folder: str | Path, what: str) -> dict[str, Path]:

@@ -3,6 +3,7 @@ any method's fused images.
 
     fusion-eval --checkpoint CKPT --data DIR [--format folder] [--split S] --out metrics.json
     fusion-eval --fused DIR --rgb DIR --thermal DIR --out metrics.json
+    fusion-eval --benchmark vifb (--checkpoint CKPT | --fused DIR) --out DIR [--data-root ROOT]
 """
 
 from __future__ import annotations
@@ -15,10 +16,15 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from torch.utils.data import Dataset
+
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.cli.common import run_cli
+from fusion_training.benchmark import BENCHMARKS, run_vifb
 from fusion_training.cli.bag2dataset import add_normalization_args, normalizer_from_args
 from fusion_training.datasets import FORMATS, build_dataset
+from fusion_training.datasets.base import class_key, match_class_names
+from fusion_training.datasets.factory import accepted_options
 from fusion_training.evaluate import (
     MODALITIES,
     blank_modality,
@@ -26,6 +32,7 @@ from fusion_training.evaluate import (
     evaluate_fused_folder,
     json_ready,
 )
+from fusion_training.metrics.detection import AP_INTERPOLATIONS
 from fusion_training.metrics.fusion import PRESETS
 
 log = logging.getLogger(__name__)
@@ -45,7 +52,9 @@ def get_args_parser() -> argparse.ArgumentParser:
             "--fused mode, or instead of the dataset's own scheme with --checkpoint."
         ),
     )
-    parser.add_argument("--out", required=True, type=Path, help="metrics JSON file to write")
+    parser.add_argument(
+        "--out", required=True, type=Path, help="metrics JSON file to write (--benchmark: a folder)"
+    )
     parser.add_argument(
         "--preset",
         default="textbook",
@@ -84,10 +93,32 @@ def get_args_parser() -> argparse.ArgumentParser:
     model.add_argument("--score-threshold", type=float, default=0.001)
     model.add_argument("--nms-threshold", type=float, default=0.5)
     model.add_argument("--max-detections", type=int, default=100)
+    model.add_argument(
+        "--ap-interpolation",
+        default="all-point",
+        choices=AP_INTERPOLATIONS,
+        help="rotated checkpoints: VOC 2010+ all-point AP (default) or VOC 2007 11-point AP "
+        "(mmrotate's and the DOTA devkit's default, which DroneVehicle papers report)",
+    )
+    add_dataset_option_args(parser)
     fused = parser.add_argument_group("fused-images mode")
     fused.add_argument("--fused", type=Path, help="folder of fused images (matched by stem)")
     fused.add_argument("--rgb", type=Path, help="folder of visible source images")
     fused.add_argument("--thermal", type=Path, help="folder of thermal source images")
+    bench = parser.add_argument_group("benchmark mode (with --checkpoint, or --fused alone)")
+    bench.add_argument(
+        "--benchmark",
+        choices=BENCHMARKS,
+        help="rank the checkpoint or the fused images (named by pair) among the benchmark's "
+        "published methods on its pairs, in the textbook and the benchmark's conventions; writes "
+        "a markdown table, bar plots and JSON into --out",
+    )
+    bench.add_argument(
+        "--data-root",
+        type=Path,
+        help="--benchmark: shared data root with vifb/ and vifb_methods/ (default: "
+        "$FUSION_SHARED_DATA, else ../shared/data beside the repository)",
+    )
     add_normalization_args(parser)
     return parser
 
@@ -98,6 +129,9 @@ def _check_mode(args: argparse.Namespace) -> None:
             raise ValueError("--fused: cannot be combined with --checkpoint/--data")
         if args.rgb is None or args.thermal is None:
             raise ValueError("--fused: needs --rgb and --thermal source folders")
+        given = [flag for flag, _, _ in _given_dataset_options(args)]
+        if given:
+            raise ValueError(f"{', '.join(given)}: dataset options are for --checkpoint mode")
         return
     if args.checkpoint is None:
         raise ValueError("--checkpoint: required (or use --fused/--rgb/--thermal)")
@@ -119,9 +153,16 @@ def _dataset(args: argparse.Namespace, checkpoint_path: Path):
         options["thermal_normalization"] = normalizer
     if args.blank is not None:
         options["transform"] = blank_modality(args.blank)
-    if args.format != "synthetic":
-        return build_dataset(args.format, args.data, **options)
     checkpoint = load_checkpoint(checkpoint_path)
+    if args.ap_interpolation != "all-point" and not checkpoint.model_config.detection_head.rotated:
+        raise ValueError(
+            "--ap-interpolation: only for rotated checkpoints; horizontal boxes are scored with "
+            "COCO mAP (101-point)"
+        )
+    if args.format != "synthetic":
+        options.update(dataset_options_from_args(args))
+        dataset = build_dataset(args.format, args.data, **options)
+        return _named_as(dataset, checkpoint.class_names)
     width, height = checkpoint.input_size
     return build_dataset(
         "synthetic",
@@ -134,6 +175,101 @@ def _dataset(args: argparse.Namespace, checkpoint_path: Path):
         night_probability=args.night_probability,
         **options,
     )
+
+
+# Dataset options a training recipe sets in dataset.options, as flags: (flag, option, help).
+DATASET_FLAGS = (
+    ("--labels", "labels", "dronevehicle: whose label files to score against, rgb or ir"),
+    ("--classes", "classes", "m3fd, dronevehicle: comma-separated class list (order and subset)"),
+    ("--split-file", "split_file", "m3fd: file of stems to evaluate (one per line)"),
+    ("--skip-invalid", "skip_invalid", "leave out invalid pairs (logged) instead of failing"),
+    ("--keep-border", "remove_border", "dronevehicle: keep the 100-pixel white border"),
+    ("--border", "border", "dronevehicle: width of the white border to remove (default 100)"),
+)
+
+
+def add_dataset_option_args(parser: argparse.ArgumentParser) -> None:
+    """The DATASET_FLAGS group; a flag left unset leaves the format's default."""
+    group = parser.add_argument_group(
+        "dataset options (checkpoint mode; the recipe's dataset.options, where the format has them)"
+    )
+    for flag, _, text in DATASET_FLAGS:
+        if flag in ("--skip-invalid", "--keep-border"):
+            group.add_argument(flag, action="store_true", default=None, help=text)
+        elif flag == "--labels":
+            group.add_argument(flag, choices=("rgb", "ir"), help=text)
+        elif flag == "--border":
+            group.add_argument(flag, type=int, metavar="PIXELS", help=text)
+        elif flag == "--split-file":
+            group.add_argument(flag, type=Path, metavar="PATH", help=text)
+        else:
+            group.add_argument(flag, metavar="NAMES", help=text)
+
+
+def _given_dataset_options(args: argparse.Namespace) -> list[tuple[str, str, Any]]:
+    """(flag, option, value) of every DATASET_FLAGS flag given on the command line."""
+    given = []
+    for flag, option, _ in DATASET_FLAGS:
+        value = getattr(args, option if flag != "--keep-border" else "keep_border")
+        if value is None:
+            continue
+        if flag == "--keep-border":
+            value = False  # remove_border=False
+        elif flag == "--classes":
+            value = [name.strip() for name in value.split(",") if name.strip()]
+        given.append((flag, option, value))
+    return given
+
+
+def dataset_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword options for build_dataset from DATASET_FLAGS; ValueError names a flag the chosen
+    --format does not take."""
+    given = _given_dataset_options(args)
+    accepted = set(accepted_options(FORMATS[args.format])) - {"transform"}
+    if args.format == "synthetic":
+        accepted = set()  # its scenes follow the checkpoint (classes, size)
+    for flag, option, _ in given:
+        if option not in accepted:
+            takes = sorted(f for f, o, _ in DATASET_FLAGS if o in accepted)
+            raise ValueError(
+                f"{flag}: not an option of --format {args.format} (it takes "
+                f"{', '.join(takes) if takes else 'none of the dataset flags'})"
+            )
+    options = {option: value for _, option, value in given}
+    if "border" in options and options.get("remove_border") is False:
+        raise ValueError("--border: has no effect with --keep-border; give one of them")
+    return options
+
+
+class _NamedAs(Dataset):
+    """A dataset whose class names are spelled as the checkpoint's (``aliases``: dataset name ->
+    checkpoint name, for names that differ beyond case and '_'), e.g. LLVIP's person as People."""
+
+    def __init__(self, dataset: Dataset, class_names: Sequence[str], aliases: dict[str, str]):
+        self.dataset, self.class_names, self.aliases = dataset, tuple(class_names), aliases
+        self.rotated = getattr(dataset, "rotated", False)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.dataset[index]
+
+
+def _named_as(dataset: Dataset, checkpoint_classes: Sequence[str]) -> Dataset:
+    """``dataset`` with its classes matched to the checkpoint's by name or synonym
+    (fusion_training.datasets.base.CLASS_SYNONYMS)."""
+    names = list(dataset.class_names)
+    try:
+        matched = match_class_names(names, checkpoint_classes, "checkpoint's classes")
+    except ValueError as error:
+        raise ValueError(f"--data: the dataset's {error}") from None
+    aliases = {n: m for n, m in matched.items() if class_key(n) != class_key(m)}
+    if not aliases:
+        return dataset
+    for name, target in aliases.items():
+        log.info("scoring the dataset's class %r as the checkpoint's %r", name, target)
+    return _NamedAs(dataset, [matched[n] for n in names], aliases)
 
 
 def _fmt(value: Any) -> str:
@@ -196,6 +332,31 @@ def print_tables(results: Mapping[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
+    if args.benchmark is not None:  # fusion_training.benchmark does the work
+        other = (("--data", args.data), ("--rgb", args.rgb), ("--thermal", args.thermal))
+        other += (("--split", args.split), ("--blank", args.blank))
+        other += (("--preset", None if args.preset == "textbook" else args.preset),)
+        given = [flag for flag, value in other if value is not None]
+        given += [flag for flag, _, _ in _given_dataset_options(args)]
+        if given:
+            raise ValueError(
+                f"--benchmark: scores the benchmark's own pairs in both conventions; drop "
+                f"{', '.join(given)}"
+            )
+        _, paths = run_vifb(
+            args.out,
+            checkpoint=args.checkpoint,
+            fused=args.fused,
+            data_root=args.data_root,
+            limit=args.limit,
+            device=args.device,
+            progress=True,
+            log=log.info,
+        )
+        print(paths["markdown"].read_text(encoding="utf-8"))
+        return 0
+    if args.data_root is not None:
+        raise ValueError("--data-root: only with --benchmark")
     _check_mode(args)
     if args.fused is not None:
         results = evaluate_fused_folder(
@@ -220,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             max_detections=args.max_detections,
             limit=args.limit,
             progress=True,
+            ap_interpolation=args.ap_interpolation,
         )
         results["meta"].update(
             checkpoint=str(args.checkpoint),
@@ -227,7 +389,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             format=args.format,
             split=args.split,
             blank=args.blank,
+            dataset_options={
+                k: str(v) if isinstance(v, Path) else v
+                for k, v in dataset_options_from_args(args).items()
+            },
+            class_aliases=getattr(dataset, "aliases", {}),
         )
+        if results["meta"].get("rotated"):
+            results["meta"]["ap_interpolation"] = args.ap_interpolation
         if args.format == "synthetic":
             results["meta"].update(seed=args.seed, night_probability=args.night_probability)
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,11 @@ out and listed in ``dataset.skipped`` (a summary is logged and available as ``sk
 Items are dicts: ``rgb`` uint8 HxWx3 (RGB order), ``thermal`` float32 HxW in [0, 1], ``boxes``
 float32 [N, 5] (cx, cy, w, h, angle) in pixels, ``labels`` int64 [N], ``image_id`` str and
 ``labelled`` bool (False for a pair that has no annotation at all, so no boxes means "unknown",
-not "no objects": the detection loss skips it, the fusion loss does not). An optional
-``transform`` (e.g. :class:`fusion_training.augment.PairedAugment`) maps that dict.
+not "no objects": the detection loss skips it, the fusion loss does not); loaders whose labels
+carry VOC ``difficult`` flags (DroneVehicle) add ``difficult`` bool [N], which evaluation uses to
+ignore those objects as the VOC protocol does. An optional ``transform`` (e.g.
+:class:`fusion_training.augment.PairedAugment`) maps that dict; when it changes the number of
+boxes, ``difficult`` no longer lines up and is removed from its output.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ class Record:
     labels: np.ndarray  # int64 [N]
     crop: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) of the stored images
     labelled: bool = True  # False: no annotation exists (boxes is empty), fusion-only pair
+    difficult: np.ndarray | None = None  # bool [N] VOC "difficult" flags, if the labels have them
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,45 @@ class Skipped:
 def class_key(name: str) -> str:
     """Comparison key for class names: case, '_', '-' and repeated spaces do not matter."""
     return " ".join(name.replace("_", " ").replace("-", " ").lower().split())
+
+
+# Names that denote one class across datasets (compared with class_key), so a model trained with
+# one dataset's names can be scored on another's: an M3FD model (People, Car, ...) on LLVIP (person).
+CLASS_SYNONYMS: tuple[tuple[str, ...], ...] = (
+    ("person", "people", "pedestrian"),
+    ("car", "vehicle"),
+    ("bike", "bicycle", "cyclist"),
+    ("motorcycle", "motorbike"),
+)
+_SYNONYM_GROUP = {class_key(n): i for i, group in enumerate(CLASS_SYNONYMS) for n in group}
+
+
+def match_class_names(
+    names: Sequence[str], targets: Sequence[str], what: str = "classes"
+) -> dict[str, str]:
+    """Each of ``names`` -> the one of ``targets`` it denotes: the same class_key, else the same
+    CLASS_SYNONYMS group. ValueError names a class without a match, or one matching two targets
+    (``what`` says what the targets are)."""
+    exact = {class_key(t): t for t in targets}
+    matched: dict[str, str] = {}
+    for name in names:
+        key = class_key(name)
+        if key in exact:
+            matched[name] = exact[key]
+            continue
+        group = _SYNONYM_GROUP.get(key)
+        candidates = [
+            t for t in targets if group is not None and _SYNONYM_GROUP.get(class_key(t)) == group
+        ]
+        if len(candidates) != 1:
+            why = "matches several" if candidates else "matches none"
+            raise ValueError(
+                f"class {name!r} {why} of the {what} {list(targets)}"
+                f"{f' ({candidates})' if candidates else ''}; synonyms accepted: "
+                f"{[list(g) for g in CLASS_SYNONYMS]}"
+            )
+        matched[name] = candidates[0]
+    return matched
 
 
 def select_classes(classes: Sequence[str], defined: Sequence[str]) -> dict[str, int]:
@@ -197,8 +240,9 @@ class PairedDetectionDataset(Dataset):
         """Log what was skipped or dropped; an empty dataset is an error."""
         if self.skipped:
             _LOG.warning("%s", self.skip_summary())
+        self.dropped_objects = +self.dropped_objects  # keep reasons that dropped something
         if self.dropped_objects:
-            _LOG.info("%s: objects left out: %s", root, dict(self.dropped_objects))
+            _LOG.info("%s: objects left out: %s", root, dict(sorted(self.dropped_objects.items())))
         if not self.records:
             detail = f" ({len(self.skipped)} skipped as invalid)" if self.skipped else ""
             raise DatasetError(root, f"no valid image pairs found{detail}")
@@ -239,4 +283,12 @@ class PairedDetectionDataset(Dataset):
             "image_id": record.image_id,
             "labelled": record.labelled,
         }
-        return self.transform(item) if self.transform is not None else item
+        if record.difficult is not None:
+            item["difficult"] = record.difficult.copy()
+        if self.transform is None:
+            return item
+        out = self.transform(item)
+        if "difficult" in out and len(out["difficult"]) != len(out["boxes"]):
+            # the transform dropped boxes (a crop) without the flags: they no longer line up
+            out = {k: v for k, v in out.items() if k != "difficult"}
+        return out

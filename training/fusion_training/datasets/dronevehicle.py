@@ -5,7 +5,13 @@ Layout per split (train, val, test): ``root/<split>/<split>img`` (RGB), ``<split
 differ, the infrared ones have more objects). Objects carry ``<polygon>`` x1..y4; a few carry a
 ``<bndbox>`` instead (used as an axis-aligned polygon); objects with neither are left out and
 counted in ``dropped_objects``. Class names include typos: ``feright``, ``feright car``,
-``feright_car`` and ``truvk`` map to freight_car and truck.
+``feright_car`` and ``truvk`` map to freight_car and truck. Names that are no class at all (the
+released labels contain ``*``, e.g. in train ``13099.xml``, upstream issues #49 and #51) drop that
+object only, counted as ``unknown class '*'``; the rest of the image is kept. ``<difficult>``
+flags are read into the items' ``difficult`` (VOC evaluation ignores those objects).
+
+A few released images are truncated (``train/trainimg/09012.jpg``, ``train/trainimgr/16009.jpg``);
+they raise DatasetError naming the file, or leave their pair out with ``skip_invalid=True``.
 
 Images are 840x712 with a 100-pixel white border around the 640x512 content. With
 ``remove_border=True`` (default) the border is cropped, boxes are shifted by -border, clipped to
@@ -16,6 +22,7 @@ area are dropped (counted as 'mostly in the border').
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections import Counter
 from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
@@ -100,47 +107,69 @@ class DroneVehicle(PairedDetectionDataset):
         rgb, thermal = require_pair(stem, rgb, thermal, rgb_dir, ir_dir)
         width, height = size = paired_size(rgb, thermal)
         label_path = self._labels_dir / f"{stem}.xml"
-        polygons, labels = self._polygons(label_path, size)
+        dropped: Counter[str] = Counter()  # counted only once the pair is valid
+        polygons, labels, difficult = self._polygons(label_path, size, dropped)
         boxes = polygons_to_boxes(polygons)
         b = self._border
-        if b == 0:
-            return Record(stem, rgb, thermal, size, boxes, labels)
-        if width <= 2 * b or height <= 2 * b:
-            raise DatasetError(
-                rgb, f"image {width}x{height} is too small to remove a {b}-pixel border"
+        crop = None
+        if b:
+            if width <= 2 * b or height <= 2 * b:
+                raise DatasetError(
+                    rgb, f"image {width}x{height} is too small to remove a {b}-pixel border"
+                )
+            shift = np.array([[1.0, 0.0, -b], [0.0, 1.0, -b]])
+            content = (0.0, 0.0, float(width - 2 * b), float(height - 2 * b))
+            boxes, keep = affine_boxes(
+                boxes, shift, content, rotated=True, min_visible=self._min_visible
             )
-        shift = np.array([[1.0, 0.0, -b], [0.0, 1.0, -b]])
-        content = (0.0, 0.0, float(width - 2 * b), float(height - 2 * b))
-        boxes, keep = affine_boxes(
-            boxes, shift, content, rotated=True, min_visible=self._min_visible
-        )
-        self.dropped_objects["mostly in the border"] += int((~keep).sum())
-        return Record(
-            stem, rgb, thermal, size, boxes, labels[keep], crop=(b, b, width - b, height - b)
-        )
+            if not keep.all():
+                dropped["mostly in the border"] += int((~keep).sum())
+            labels, difficult = labels[keep], difficult[keep]
+            crop = (b, b, width - b, height - b)
+        self.dropped_objects.update(dropped)
+        return Record(stem, rgb, thermal, size, boxes, labels, crop=crop, difficult=difficult)
 
-    def _polygons(self, path: Path, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        """Polygons [N, 4, 2] in raw-image pixels and labels [N] of the selected classes."""
+    def _polygons(
+        self, path: Path, size: tuple[int, int], dropped: Counter[str]
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Polygons [N, 4, 2] in raw-image pixels, labels [N] and difficult flags [N] of the
+        selected classes; objects left out are counted in ``dropped`` by reason."""
         root = read_xml(path)
-        polygons, labels = [], []
+        polygons, labels, difficult = [], [], []
         for i, obj in enumerate(root.iter("object")):
             name = object_name(obj, path, i)
             what = f"object {i} ({name})"
             canonical = self._aliases.get(class_key(name), name)
+            if class_key(canonical) not in self._known:
+                dropped[f"unknown class {name!r}"] += 1  # e.g. '*': the object, not the image
+                continue
             label = resolve_class(canonical, self._index_of, self._known, path, what)
             polygon = _object_polygon(obj, path, what)
             if polygon is None:
-                self.dropped_objects["no polygon or bndbox"] += 1
+                dropped["no polygon or bndbox"] += 1
                 continue
             polygon = check_inside(polygon, size, self._tolerance, path, what)
             if abs(_shoelace(polygon)) < 1e-6:
                 raise DatasetError(path, f"{what} has a degenerate polygon {polygon.tolist()}")
             if label is None:
-                self.dropped_objects["class not selected"] += 1
+                dropped["class not selected"] += 1
                 continue
             polygons.append(polygon)
             labels.append(label)
-        return np.array(polygons, np.float64).reshape(-1, 4, 2), np.array(labels, np.int64)
+            difficult.append(_difficult(obj, path, what))
+        return (
+            np.array(polygons, np.float64).reshape(-1, 4, 2),
+            np.array(labels, np.int64),
+            np.array(difficult, bool),
+        )
+
+
+def _difficult(obj: ET.Element, path: Path, what: str) -> bool:
+    """The object's ``<difficult>`` flag (absent or empty: not difficult)."""
+    text = (obj.findtext("difficult") or "0").strip() or "0"
+    if text not in ("0", "1"):
+        raise DatasetError(path, f"{what} has <difficult> {text!r}; expected 0 or 1")
+    return text == "1"
 
 
 def _object_polygon(obj: ET.Element, path: Path, what: str) -> np.ndarray | None:

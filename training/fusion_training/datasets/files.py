@@ -1,4 +1,13 @@
-"""File-level helpers for the loaders: errors naming the file, folder indexing, image I/O."""
+"""File-level helpers for the loaders: errors naming the file, folder indexing, image I/O.
+
+Truncated files: OpenCV decodes a JPEG cut short (an interrupted download or copy, e.g.
+DroneVehicle's ``train/trainimg/09012.jpg`` and ``train/trainimgr/16009.jpg``) with only a
+"Premature end of JPEG file" warning and fills the missing rows with grey. :func:`image_size`
+(run on every image when a loader scans its folders) and the readers therefore check that a JPEG
+ends with its end-of-image marker and a PNG with its IEND chunk; a file that does not is confirmed
+by a strict PIL decode (so data appended after the end marker is accepted) and reported as
+DatasetError naming it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +18,9 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_JPEG_END = b"\xff\xd9"  # EOI marker
+_PNG_END = b"IEND\xaeB`\x82"  # IEND chunk type and its CRC
+_TAIL_BYTES = 4096
 
 
 class DatasetError(ValueError):
@@ -66,13 +78,51 @@ def image_size(path: Path) -> tuple[int, int]:
         raise DatasetError(path, "image file not found")
     try:
         with Image.open(path) as image:
-            return image.size
+            size = image.size
     except (OSError, UnidentifiedImageError) as error:
         raise DatasetError(path, f"unreadable image ({error})") from error
+    check_complete(path)
+    return size
+
+
+def check_complete(path: Path) -> None:
+    """DatasetError when a JPEG or PNG file is cut short (its end marker is missing and a strict
+    decode fails); other formats are not checked. Reads the file's tail, and all of it only for
+    a file whose tail looks wrong."""
+    suffix = path.suffix.lower()
+    if suffix not in (".jpg", ".jpeg", ".png") or not path.is_file():
+        return  # a missing file is reported by the caller
+    with path.open("rb") as file:
+        file.seek(0, 2)
+        length = file.tell()
+        file.seek(max(0, length - _TAIL_BYTES))
+        tail = file.read()
+    data = tail.rstrip(b"\x00")  # zero padding after the end marker is harmless
+    if data.endswith(_PNG_END if suffix == ".png" else _JPEG_END):
+        return
+    marker = "IEND chunk" if suffix == ".png" else "end-of-image marker (FF D9)"
+    advice = (
+        "OpenCV would fill the missing rows with grey. Re-copy or re-download it (a loader's "
+        "skip_invalid=True leaves such a pair out)"
+    )
+    if len(data) < len(tail):  # a preallocated, partly written file: a decoder eats the zeros
+        raise DatasetError(
+            path, f"truncated image: ends in zero bytes without its {marker}; {advice}"
+        )
+    try:  # no marker at the very end: data may follow it, which a strict decode accepts
+        with Image.open(path) as image:
+            image.load()
+    except (OSError, UnidentifiedImageError, SyntaxError) as error:
+        raise DatasetError(
+            path,
+            f"truncated image: no {marker} at the end of its {length} bytes and a strict decode "
+            f"fails ({error}); {advice}",
+        ) from error
 
 
 def read_rgb(path: Path) -> np.ndarray:
     """uint8 HxWx3 in RGB order (grey images are replicated, alpha dropped)."""
+    check_complete(path)
     image = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if image is None:
         raise DatasetError(path, "unreadable image (OpenCV could not decode it)")
@@ -81,6 +131,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def read_thermal(path: Path) -> np.ndarray:
     """Raw thermal HxW in its stored depth (uint8, uint16 counts or float32); colour -> grey."""
+    check_complete(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise DatasetError(path, "unreadable image (OpenCV could not decode it)")

@@ -6,12 +6,16 @@ angle) in pixels, "scores": [n], "labels": [n] int} and ground truth {"boxes": [
 image's +y axis (OpenCV minAreaRect style); horizontal boxes have angle 0.
 
 Horizontal mAP uses faster-coco-eval (COCO protocol: 101-point interpolated AP, IoU 0.50:0.05:0.95,
-at most `max_dets` detections per image, area range "all"). Rotated AP50 is the VOC 2010+
-all-point AP used by DOTA / mmrotate-style DroneVehicle evaluation, with the exact IoU of the two
-rectangles' polygons (fusion_perception.boxes); a detection is a true positive when its best-overlapping ground
-truth of the same class has IoU >= the threshold and is not yet taken (mmrotate's >=; the VOC
-devkit uses >). Classes without ground truth get AP NaN and are left out of the mean (COCO
-convention). No "difficult" flags are used.
+at most `max_dets` detections per image, area range "all"). Rotated AP50 uses the exact IoU of the
+two rectangles' polygons (fusion_perception.boxes) and either VOC interpolation: "all-point"
+(VOC 2010+, the area under the monotone precision envelope) or "11-point" (VOC 2007: the mean of
+the envelope at recall 0, 0.1, ..., 1), which is what mmrotate's eval_rbbox_map and the DOTA devkit
+report for DroneVehicle by default. A detection is a true positive when its best-overlapping
+ground truth of the same class has IoU >= the threshold and is not yet taken (mmrotate's >=; the
+VOC devkit uses >). Ground truth may carry "difficult" flags (bool [m]): as in VOC, a detection
+whose best match is a difficult object counts as neither true nor false positive, and difficult
+objects are not counted as positives. Classes without (non-difficult) ground truth get AP NaN and
+are left out of the mean (COCO convention). coco_map ignores "difficult".
 """
 
 from __future__ import annotations
@@ -179,8 +183,23 @@ def rotated_iou(boxes1: np.ndarray, boxes2: np.ndarray) -> np.ndarray:
     return iou.numpy()
 
 
-def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
-    """All-point interpolated AP (VOC 2010+): area under the monotone precision envelope."""
+AP_INTERPOLATIONS = ("all-point", "11-point")
+
+
+def voc_ap(recall: np.ndarray, precision: np.ndarray, interpolation: str = "all-point") -> float:
+    """VOC AP of a precision/recall curve (detections in score order).
+
+    "all-point" (VOC 2010+): area under the monotone precision envelope. "11-point" (VOC 2007):
+    mean over recall levels t = 0, 0.1, ..., 1 of the highest precision at recall >= t (0 where
+    the curve never reaches t).
+    """
+    recall, precision = np.asarray(recall, np.float64), np.asarray(precision, np.float64)
+    if interpolation == "11-point":
+        levels = np.linspace(0.0, 1.0, 11)
+        best = [precision[recall >= t].max() if (recall >= t).any() else 0.0 for t in levels]
+        return float(np.mean(best))
+    if interpolation != "all-point":
+        raise ValueError(f"interpolation must be one of {AP_INTERPOLATIONS}, got {interpolation!r}")
     mrec = np.concatenate(([0.0], recall, [1.0]))
     mpre = np.concatenate(([0.0], precision, [0.0]))
     mpre = np.maximum.accumulate(mpre[::-1])[::-1]
@@ -188,35 +207,53 @@ def voc_ap(recall: np.ndarray, precision: np.ndarray) -> float:
     return float(((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]).sum())
 
 
+def _difficult(entry: Mapping[str, object], name: str, count: int) -> np.ndarray:
+    """The target's "difficult" flags as bool [count] (all False when the key is absent)."""
+    if entry.get("difficult") is None:
+        return np.zeros(count, dtype=bool)
+    flags = _as_array(entry["difficult"], f"{name}['difficult']", np.int64)
+    if flags.shape != (count,) or not np.isin(flags, (0, 1)).all():
+        raise ValueError(
+            f"{name}['difficult'] must be {count} flags of 0/1 (one per box), got {flags.tolist()}"
+        )
+    return flags.astype(bool)
+
+
 def rotated_voc_ap50(
     predictions: Sequence[Mapping[str, object]],
     targets: Sequence[Mapping[str, object]],
     class_names: Sequence[str],
     iou_threshold: float = 0.5,
+    interpolation: str = "all-point",
 ) -> dict[str, object]:
-    """VOC all-point AP at `iou_threshold` for rotated boxes with exact polygon IoU.
+    """VOC AP at `iou_threshold` for rotated boxes with exact polygon IoU.
 
+    interpolation: "all-point" (VOC 2010+) or "11-point" (VOC 2007, mmrotate's DOTA default).
+    Targets may hold "difficult" flags [m] (ignored objects, see the module docstring).
     Returns {"AP50": mean over classes with ground truth, "per_class": {name: AP}}.
     """
     _check_lists(predictions, targets, class_names)
     if not 0.0 < iou_threshold <= 1.0:
         raise ValueError(f"iou_threshold must be in (0, 1], got {iou_threshold}")
+    if interpolation not in AP_INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {AP_INTERPOLATIONS}, got {interpolation!r}")
     num_classes = len(class_names)
     num_gt = np.zeros(num_classes, dtype=np.int64)
-    # per class: score-sorted scores and TP flags of each image's detections
+    # per class: score-sorted scores and outcomes (1 TP, 0 FP, -1 ignored) of each image's detections
     det_scores: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
-    det_tp: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
+    det_outcome: list[list[np.ndarray]] = [[] for _ in range(num_classes)]
     for i, (pred, target) in enumerate(zip(predictions, targets, strict=True)):
         gt_boxes, gt_labels, _ = _unpack(target, f"targets[{i}]", num_classes, False)
+        gt_difficult = _difficult(target, f"targets[{i}]", len(gt_labels))
         dt_boxes, dt_labels, dt_scores = _unpack(pred, f"predictions[{i}]", num_classes, True)
-        num_gt += np.bincount(gt_labels, minlength=num_classes)
+        num_gt += np.bincount(gt_labels[~gt_difficult], minlength=num_classes)
         iou = rotated_iou(dt_boxes, gt_boxes)
         for c in np.unique(dt_labels):
             dets = np.nonzero(dt_labels == c)[0]
             gts = np.nonzero(gt_labels == c)[0]
             dets = dets[np.argsort(-dt_scores[dets], kind="stable")]
             det_scores[c].append(dt_scores[dets])
-            det_tp[c].append(_match(iou[np.ix_(dets, gts)], iou_threshold))
+            det_outcome[c].append(_match(iou[np.ix_(dets, gts)], gt_difficult[gts], iou_threshold))
     per_class = np.full(num_classes, np.nan)
     for c in range(num_classes):
         if num_gt[c] == 0:
@@ -226,24 +263,34 @@ def rotated_voc_ap50(
             continue
         scores = np.concatenate(det_scores[c])
         order = np.argsort(-scores, kind="stable")
-        tp = np.concatenate(det_tp[c])[order].astype(np.float64)
+        outcome = np.concatenate(det_outcome[c])[order]
+        tp = (outcome[outcome >= 0] == 1).astype(np.float64)
+        if tp.size == 0:  # every detection hit a difficult object
+            per_class[c] = 0.0
+            continue
         tp_cum, fp_cum = np.cumsum(tp), np.cumsum(1.0 - tp)
-        per_class[c] = voc_ap(tp_cum / num_gt[c], tp_cum / (tp_cum + fp_cum))
+        per_class[c] = voc_ap(tp_cum / num_gt[c], tp_cum / (tp_cum + fp_cum), interpolation)
     return {
         "AP50": _nanmean(per_class),
         "per_class": {str(n): float(v) for n, v in zip(class_names, per_class, strict=True)},
     }
 
 
-def _match(iou: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy VOC matching within one image and class; rows sorted by score. Returns TP flags."""
-    tp = np.zeros(iou.shape[0], dtype=bool)
+def _match(iou: np.ndarray, difficult: np.ndarray, threshold: float) -> np.ndarray:
+    """Greedy VOC matching within one image and class; rows sorted by score, columns the ground
+    truth with its difficult flags. Returns int8 outcomes: 1 TP, 0 FP, -1 ignored (its best
+    match is a difficult object, taken or not, as in the VOC devkit)."""
+    outcome = np.zeros(iou.shape[0], dtype=np.int8)
     if iou.shape[1] == 0:
-        return tp
+        return outcome
     taken = np.zeros(iou.shape[1], dtype=bool)
     best = iou.argmax(axis=1)
     for d, g in enumerate(best):
-        if iou[d, g] >= threshold and not taken[g]:
-            tp[d] = True
+        if iou[d, g] < threshold:
+            continue
+        if difficult[g]:
+            outcome[d] = -1
+        elif not taken[g]:
+            outcome[d] = 1
             taken[g] = True
-    return tp
+    return outcome
