@@ -292,7 +292,8 @@ def test_backward_passes_through_the_trunk_match_the_cost_model():
     """Count trunk backward traversals (wall-clock timing is too noisy on a shared CI machine).
 
     A weighted sum does one per step; UnityGrad does K on a measurement step when task_params is
-    given (K + 1 without) and one on every other step, so update_every=10 costs 1.1 per step.
+    given (K + 1 without) and one on every other step, so update_every=10 costs 1.1 per step; the
+    diagnostics and the clip add none.
     """
     model = TwoHead()
     shared, heads = model.groups()
@@ -312,3 +313,300 @@ def test_backward_passes_through_the_trunk_match_the_cost_model():
     assert passes(mtl.UnityGrad(TASKS), 4) == 8
     assert passes(mtl.UnityGrad(TASKS), 4, with_heads=False) == 12
     assert passes(mtl.GradNorm(TASKS, layer_params=list(model.trunk[2].parameters())), 4) == 4
+    # reuse steps that rescale the heads (w != c) still cost one trunk pass
+    assert passes(mtl.PCGrad(TASKS, update_every=10, seed=0), 10) == 11
+    assert passes(mtl.CAGrad(TASKS, update_every=10), 10) == 11
+    clipped = mtl.UnityGrad(TASKS, update_every=10)
+    clipped.set_clip(0.5)
+    assert passes(clipped, 10) == 11
+
+
+# ----------------------------------------------------------------------------- faithful methods
+
+
+def _flat(tensors) -> torch.Tensor:
+    return torch.cat([t.reshape(-1) for t in tensors])
+
+
+def _grads(params) -> torch.Tensor:
+    return _flat([p.grad for p in params])
+
+
+@pytest.mark.parametrize("mode", ["shared", "each", "global"])
+def test_clip_acts_on_the_shared_gradient_and_leaves_heads_alone(mode):
+    model = TwoHead()
+    shared, heads = model.groups()
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(3))
+    ref = _reference_grads(model, x)
+    method = mtl.UnityGrad(TASKS)
+    method.set_clip(0.1, mode)
+    report = method.combine(model.losses(x), shared, 0, heads)
+    raw = sum(report.alpha[t] * _flat(ref[t][0]) for t in TASKS)
+    assert float(raw.norm()) == pytest.approx(math.sqrt(2), rel=1e-4)  # UnityGrad: |d| = sqrt(K)
+    assert report.shared_grad_norm == pytest.approx(math.sqrt(2), rel=1e-4)
+    head_raw = {t: report.alpha[t] * _flat(ref[t][1]) for t in TASKS}
+    if mode == "global":  # one factor for everything: the old behaviour
+        total = math.sqrt(float(raw @ raw) + sum(float(h @ h) for h in head_raw.values()))
+        assert report.clip_factor == pytest.approx(0.1 / total, rel=1e-4)
+    else:
+        assert report.clip_factor == pytest.approx(0.1 / math.sqrt(2), rel=1e-4)
+    assert torch.allclose(_grads(shared), report.clip_factor * raw, atol=1e-6)
+    for t in TASKS:
+        got = _grads(heads[t])
+        if mode == "shared":  # heads unscaled by the shared clip
+            assert torch.allclose(got, head_raw[t], atol=1e-6)
+            assert math.isnan(report.scalars()[f"clip_factor/{t}"])
+        elif mode == "each":  # each head on its own
+            factor = min(1.0, 0.1 / (float(head_raw[t].norm()) + 1e-6))
+            assert report.head_clip_factors[t] == pytest.approx(factor, rel=1e-5)
+            assert torch.allclose(got, factor * head_raw[t], atol=1e-6)
+        else:
+            assert torch.allclose(got, report.clip_factor * head_raw[t], atol=1e-6)
+    assert report.scalars()["clip_factor"] == report.clip_factor
+    with pytest.raises(ValueError, match="clip mode"):
+        method.set_clip(1.0, "heads")
+    with pytest.raises(ValueError, match="max_norm"):
+        method.set_clip(0.0)
+
+
+def test_without_clip_the_factor_is_one_and_the_norm_is_reported():
+    model = TwoHead()
+    shared, heads = model.groups()
+    report = mtl.PCGrad(TASKS, seed=0).combine(model.losses(torch.randn(8, 6)), shared, 0, heads)
+    assert report.clip_factor == 1.0
+    assert report.shared_grad_norm == pytest.approx(float(_grads(shared).norm()), rel=1e-5)
+
+
+def _no_objects(losses):
+    return {**losses, "detection": losses["detection"].detach()}
+
+
+def test_objectless_batch_leaves_the_last_alpha_untouched_and_is_not_reused():
+    model = TwoHead()
+    shared, heads = model.groups()
+    method = mtl.UnityGrad(TASKS, update_every=5)
+    gen = torch.Generator().manual_seed(5)
+    xs = [torch.randn(16, 6, generator=gen) for _ in range(6)]
+    first = method.combine(model.losses(xs[0]), shared, 0, heads)
+    assert first.recomputed and not first.partial
+    kept = method.coefficients
+    assert kept == first.alpha
+
+    # step 1 (a reuse step) has no objects: measured over fusion alone, applied to this step only
+    model.zero_grad(set_to_none=True)
+    ref = _reference_grads(model, xs[1])
+    report = method.combine(_no_objects(model.losses(xs[1])), shared, 1, heads)
+    assert report.recomputed and report.partial and report.excluded == ("detection",)
+    assert report.alpha["detection"] == 0.0 and report.head_weights["detection"] == 0.0
+    g_fus = _flat(ref["fusion"][0])
+    assert report.alpha["fusion"] == pytest.approx(1.0 / float(g_fus.norm()), rel=1e-5)
+    assert torch.allclose(_grads(shared), report.alpha["fusion"] * g_fus, atol=1e-6)
+    assert all(p.grad is None for p in heads["detection"])  # no detection signal at all
+    assert method.coefficients == kept  # the previous measurement's alpha is untouched
+    assert report.scalars()["excluded/detection"] == 1.0 and report.scalars()["partial"] == 1.0
+
+    # the next step measures again instead of reusing an alpha across the objectless step
+    model.zero_grad(set_to_none=True)
+    after = method.combine(model.losses(xs[2]), shared, 2, heads)
+    assert after.recomputed and not after.partial and after.excluded == ()
+    assert after.alpha["detection"] > 0 and method.coefficients == after.alpha
+    model.zero_grad(set_to_none=True)
+    assert not method.combine(model.losses(xs[3]), shared, 3, heads).recomputed
+    summary = method.summary()
+    assert summary["excluded_steps"] == {"fusion": 0, "detection": 1}
+    assert summary["partial_measurements"] == 1 and summary["measurements"] == 3
+    assert summary["alpha"]["detection"]["count"] == 2  # partial measurements carry no alpha
+
+
+def test_weighted_sum_keeps_its_weights_on_a_batch_without_objects():
+    model = TwoHead()
+    shared, heads = model.groups()
+    method = mtl.WeightedSum(TASKS, {"fusion": 1.0, "detection": 0.5}, update_every=1)
+    x = torch.randn(8, 6)
+    report = method.combine(_no_objects(model.losses(x)), shared, 0, heads)
+    assert report.excluded == ("detection",)
+    assert method.coefficients == {"fusion": 1.0, "detection": 0.5}
+    assert method.combine(model.losses(x), shared, 1, heads).alpha["detection"] == 0.5
+
+
+class Aligned(TwoHead):
+    """Detection's shared gradient is 10x fusion's: MGDA's min-norm point is fusion's alone."""
+
+    def losses(self, x: torch.Tensor, det_scale: float = 1.0) -> dict[str, torch.Tensor]:
+        feat = self.trunk(x)
+        common = (feat - 0.5).square().mean()
+        fusion = common + (self.fusion_head(feat.detach()) - x[:, :4]).square().mean()
+        det = 10.0 * common + (self.det_head(feat.detach()) + x[:, 3:]).abs().mean()
+        return {"fusion": fusion, "detection": det}
+
+
+def test_mgda_heads_get_their_own_gradient_even_with_zero_weight():
+    model = Aligned()
+    shared, heads = model.groups()
+    method = mtl.MGDA(TASKS, update_every=2)
+    gen = torch.Generator().manual_seed(6)
+    for step in range(4):  # measurement and reuse steps
+        model.zero_grad(set_to_none=True)
+        x = torch.randn(16, 6, generator=gen)
+        ref = _reference_grads(model, x)
+        report = method.combine(model.losses(x), shared, step, heads)
+        assert report.recomputed == (step % 2 == 0)
+        assert report.alpha["detection"] == 0.0 and report.alpha["fusion"] == pytest.approx(1.0)
+        assert report.head_weights == {"fusion": 1.0, "detection": 1.0}
+        for t in TASKS:
+            own = _flat(ref[t][1])
+            assert float(own.norm()) > 0
+            assert torch.allclose(_grads(heads[t]), own, atol=1e-6), (step, t)
+        assert torch.allclose(_grads(shared), _flat(ref["fusion"][0]), atol=1e-6)
+
+
+HEAD_CASES = {
+    "unitygrad": lambda: mtl.UnityGrad(TASKS, update_every=3),
+    "pcgrad": lambda: mtl.PCGrad(TASKS, update_every=3, seed=0),
+    "cagrad": lambda: mtl.CAGrad(TASKS, update_every=3),
+    "mgda": lambda: mtl.MGDA(TASKS, update_every=3),
+    "gradnorm": lambda: mtl.GradNorm(TASKS, update_every=3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(HEAD_CASES))
+def test_heads_are_weighted_the_same_on_measurement_and_reuse_steps(name):
+    model = TwoHead()
+    shared, heads = model.groups()
+    method = HEAD_CASES[name]()
+    gen = torch.Generator().manual_seed(7)
+    weights = []
+    for step in range(6):
+        model.zero_grad(set_to_none=True)
+        x = torch.randn(16, 6, generator=gen)
+        ref = _reference_grads(model, x)
+        report = method.combine(model.losses(x), shared, step, heads)
+        assert report.recomputed == (step % 3 == 0)
+        if not report.recomputed:
+            assert report.head_weights == weights[-1]
+        weights.append(report.head_weights)
+        for t in TASKS:
+            expected = report.head_weights[t] * _flat(ref[t][1])
+            assert torch.allclose(_grads(heads[t]), expected, atol=1e-6), (step, t)
+        d = sum(report.alpha[t] * _flat(ref[t][0]) for t in TASKS)
+        assert torch.allclose(_grads(shared), d, atol=1e-6)
+    if name in ("pcgrad", "cagrad", "mgda"):  # heads always get their own unscaled gradient
+        assert all(w == {"fusion": 1.0, "detection": 1.0} for w in weights)
+
+
+def test_reuse_keeps_what_was_accumulated_before():
+    model = TwoHead()
+    shared, heads = model.groups()
+    method = mtl.PCGrad(TASKS, update_every=2, seed=0)
+    x = torch.randn(8, 6)
+    method.combine(model.losses(x), shared, 0, heads)
+    model.zero_grad(set_to_none=True)
+    for p in heads["fusion"]:
+        p.grad = torch.ones_like(p)
+    ref = _reference_grads(model, x)
+    method.combine(model.losses(x), shared, 1, heads)
+    assert torch.allclose(_grads(heads["fusion"]), 1.0 + _flat(ref["fusion"][1]), atol=1e-6)
+
+
+def test_gradnorm_layer_is_named_like_a_config_option():
+    model = TwoHead()
+    shared, heads = model.groups()
+    named = [(n, p) for n, p in model.named_parameters() if n.startswith("trunk.")]
+    method = mtl.build_method("gradnorm", TASKS, layer="trunk.2")
+    with pytest.raises(RuntimeError, match="bind"):
+        method.combine(model.losses(torch.randn(4, 6)), shared, 0, heads)
+    method.bind(named)
+    assert method.layer_params == list(model.trunk[2].parameters())
+    both = mtl.GradNorm(TASKS, layer=["trunk.0", "trunk.2"])
+    both.bind(named)
+    assert len(both.layer_params) == 4
+    with pytest.raises(ValueError, match="matches no shared parameter"):
+        mtl.GradNorm(TASKS, layer="head").bind(named)
+    with pytest.raises(ValueError, match="layer"):
+        mtl.GradNorm(TASKS, layer=3)
+    with pytest.raises(ValueError, match="not both"):
+        mtl.GradNorm(TASKS, layer="trunk", layer_params=list(model.trunk.parameters()))
+    # the norms are measured on that layer only (one trunk pass per step, as with layer_params)
+    calls = []
+    model.trunk[0].weight.register_hook(lambda g: calls.append(1))
+    x = torch.randn(8, 6)
+    ref = _reference_grads(model, x)
+    calls.clear()
+    report = method.combine(model.losses(x), shared, 0, heads)
+    assert len(calls) == 1
+    layer_norm = float(_flat(ref["fusion"][0][2:4]).norm())
+    assert report.grad_norms["fusion"] == pytest.approx(layer_norm, rel=1e-5)
+    d = sum(report.alpha[t] * _flat(ref[t][0]) for t in TASKS)
+    assert torch.allclose(_grads(shared), d, atol=1e-6)
+
+
+def test_ema_cosine_and_gradient_ratios_are_reported_on_measurement_steps():
+    model = TwoHead()
+    shared, heads = model.groups()
+    beta = 0.5
+    method = mtl.UnityGrad(TASKS, update_every=2, ema_beta=beta)
+    gen = torch.Generator().manual_seed(8)
+    ema = {t: torch.zeros(sum(p.numel() for p in shared)) for t in TASKS}
+    for step in range(6):
+        model.zero_grad(set_to_none=True)
+        x = torch.randn(16, 6, generator=gen)
+        ref = _reference_grads(model, x)
+        report = method.combine(model.losses(x), shared, step, heads)
+        if report.recomputed:
+            for t in TASKS:
+                ema[t] = beta * ema[t] + (1 - beta) * _flat(ref[t][0])
+                ratio = float(_flat(ref[t][0]).norm() / _flat(ref[t][1]).norm())
+                assert report.grad_ratios[t] == pytest.approx(ratio, rel=1e-5)
+            expected = float(ema["fusion"] @ ema["detection"])
+            expected /= float(ema["fusion"].norm() * ema["detection"].norm())
+            last = report.ema_cosines[TASKS]
+            assert last == pytest.approx(expected, abs=1e-5)
+        else:  # reuse steps repeat the last measurement, computed nothing new
+            assert report.ema_cosines[TASKS] == last and report.measured_step == step - 1
+        scalars = report.scalars()
+        assert {"ema_cos/fusion-detection", "grad_ratio/fusion", "grad_ratio/detection"} <= set(
+            scalars
+        )
+    summary = method.summary()
+    assert summary["measurements"] == 3 and summary["steps"] == 6
+    assert summary["ema_cosine"]["fusion-detection"]["last"] == pytest.approx(last)
+    assert summary["ema_cosine"]["fusion-detection"]["count"] == 3
+
+
+def _monitor_with(cosines):
+    monitor = mtl.MTLMonitor(TASKS, beta=0.0)
+    for c in cosines:
+        G = _pair_with_cosine(c, 1.0, 2.0).float()
+        ema = monitor.update_ema({0: G[0], 1: G[1]})
+        monitor.record_measurement(ema, ema, np.ones(2), np.ones(2), partial=False)
+    return monitor
+
+
+def test_premise_verdict_follows_the_averaged_cosine():
+    holds, line = _monitor_with([0.3, 0.1, 0.05]).premise()
+    assert holds is False and line.startswith("Nash's premise (conflicting gradients) does not")
+    holds, line = _monitor_with([0.3, -0.2, 0.4]).premise()
+    assert holds is True and "holds at times" in line
+    assert mtl.MTLMonitor(TASKS).premise()[0] is None
+    # the verdict ignores the first 1 / (1 - beta) measurements when there are more
+    monitor = mtl.MTLMonitor(TASKS, beta=0.5)
+    assert monitor.warmup == 2
+    for c in [-0.5, 0.9, 0.9, 0.9, 0.9, 0.9]:
+        G = _pair_with_cosine(c, 1.0, 1.0).float()
+        cos = monitor.update_ema({0: G[0], 1: G[1]})
+        monitor.record_measurement(cos, cos, np.ones(2), np.ones(2), partial=False)
+    assert monitor.ema_cos["fusion-detection"].low < 0
+    assert monitor.premise()[0] is False
+
+
+def test_mgda_reuse_with_a_zero_weight_costs_one_trunk_pass():
+    model = Aligned()
+    shared, heads = model.groups()
+    calls = []
+    model.trunk[0].weight.register_hook(lambda g: calls.append(1))
+    method = mtl.MGDA(TASKS, update_every=10)
+    x = torch.randn(8, 6)
+    for step in range(10):
+        model.zero_grad(set_to_none=True)
+        assert method.combine(model.losses(x), shared, step, heads).alpha["detection"] == 0.0
+    assert len(calls) == 11

@@ -23,7 +23,13 @@ from fusion_training.datasets import build_dataset, collate
 from fusion_training.engine import NonFiniteLossError, train_one_epoch
 from fusion_training.losses import UniFusODLoss
 from fusion_training.mtl import METHODS, build_method
-from fusion_training.trainer import Trainer, _portable_path
+from fusion_training.trainer import (
+    ExcludeObjectless,
+    Trainer,
+    _portable_path,
+    batch_has_objects,
+    write_mtl_summary,
+)
 
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.engine import FusionEngine
@@ -76,6 +82,17 @@ def test_tiny_run_learns_and_its_checkpoint_runs_in_the_engine(tmp_path):
     for column in ("alpha/fusion", "alpha/detection", "grad_norm/fusion", "grad_norm/detection"):
         assert all(float(r[column]) > 0 for r in rows), column
     assert all(-1 <= float(r["cos/fusion-detection"]) <= 1 for r in rows)
+    # the premise diagnostics, every step (UnityGrad measures every step in this recipe)
+    assert all(-1 <= float(r["ema_cos/fusion-detection"]) <= 1 for r in rows)
+    for column in ("grad_ratio/fusion", "grad_ratio/detection", "grad_norm_shared"):
+        assert all(float(r[column]) > 0 for r in rows), column
+    assert all(0 < float(r["clip_factor"]) <= 1 for r in rows)
+    summary = json.loads((tmp_path / "run" / "mtl_summary.json").read_text())
+    assert summary["method"] == "unitygrad" and summary["steps"] == 8
+    assert (summary["clip_norm"], summary["clip_mode"]) == (1.0, "shared")
+    assert summary["measurements"] == 8
+    assert summary["premise_conflicting_gradients"] in (True, False)
+    assert summary["ema_cosine"]["fusion-detection"]["count"] >= 1
     assert [float(r["lr"]) for r in rows] == [1e-3] * 8
     assert len(_rows(tmp_path / "run" / "eval_log.csv")) == 2  # after epochs 4 and 8
     assert any((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))
@@ -211,6 +228,10 @@ def test_a_non_finite_loss_stops_training_and_prints_the_loss_dict(tiny_batches,
         ({"batch_size": "four"}, "batch_size"),
         ({"input_size": [100, 64]}, "input_size"),
         ({"eval.best_metric": "AP50"}, "eval.best_metric"),
+        ({"mtl.clip": "heads"}, "mtl.clip"),
+        ({"mtl.method": "gradnorm", "mtl.options": {"layer": 3}}, "mtl.options"),
+        ({"mtl.method": "gradnorm", "mtl.options": {"layer_params": []}}, "mtl.options"),
+        ({"mtl.options": {"ema_beta": 1.0}}, "mtl.options"),
     ],
 )
 def test_bad_config_values_are_named(tmp_path, overrides, key):
@@ -321,3 +342,91 @@ def test_provenance_paths_are_relative_to_the_working_directory(tmp_path, monkey
     inside = tmp_path / "models" / "nano.yaml"
     assert _portable_path(str(inside)) == "models/nano.yaml"
     assert _portable_path("/elsewhere/nano.yaml") == "/elsewhere/nano.yaml"
+
+
+def test_the_trainer_hands_clipping_and_gradnorm_layer_to_the_method(tmp_path, nano_config):
+    model = build_model(nano_config)
+    config = _config(
+        tmp_path, **{"mtl.method": "gradnorm", "mtl.options": {"layer": "fra"}, "grad_clip": 2.0}
+    )
+    method = Trainer(config)._method(model)
+    fra = {id(p) for p in model.fra.parameters()}
+    assert method.layer_params and {id(p) for p in method.layer_params} == fra
+    assert (method.clip_norm, method.clip_mode) == (2.0, "shared")
+    each = _config(tmp_path, **{"mtl.clip": "each", "grad_clip": None})
+    method = Trainer(each)._method(model)
+    assert (method.clip_norm, method.clip_mode) == (None, "each")
+    bad = _config(tmp_path, **{"mtl.method": "gradnorm", "mtl.options": {"layer": "decoder"}})
+    with pytest.raises(ValueError, match=r"mtl\.options: layer \['decoder'\] matches no"):
+        Trainer(bad)._method(model)
+
+
+def _target(boxes: int, labelled: bool = True) -> dict[str, torch.Tensor]:
+    return {
+        "boxes": torch.zeros(boxes, 5),
+        "labels": torch.zeros(boxes, dtype=torch.int64),
+        "labelled": torch.tensor(labelled),
+    }
+
+
+def test_a_batch_has_objects_only_with_a_box_in_a_labelled_image():
+    assert batch_has_objects([_target(0), _target(2)])
+    assert not batch_has_objects([_target(0), _target(0)])
+    assert not batch_has_objects([_target(3, labelled=False), _target(0)])
+    assert batch_has_objects([{"boxes": torch.zeros(1, 5), "labels": torch.zeros(1)}])
+
+
+def test_an_objectless_batch_is_left_out_of_the_solve_and_alpha_is_not_reused(
+    tiny_batches, nano_config
+):
+    torch.manual_seed(0)
+    model = build_model(nano_config)
+    empty = dict(tiny_batches[1])
+    # annotated but empty, and unlabelled: neither carries a positive detection target
+    empty["targets"] = [
+        {**empty["targets"][0], "boxes": torch.zeros(0, 5), "labels": torch.zeros(0).long()},
+        {**empty["targets"][1], "labelled": torch.tensor(False)},
+    ]
+    method = build_method("unitygrad", ("fusion", "detection"), update_every=5)
+    method.set_clip(1.0)
+    criterion = ExcludeObjectless(UniFusODLoss())
+    assert criterion.weights.detection_weight == 0.4  # the wrapped loss's attributes
+    logs = []
+    train_one_epoch(
+        model,
+        criterion,
+        method,
+        torch.optim.Adam(model.parameters(), lr=1e-3),
+        [tiny_batches[0], empty, tiny_batches[0], tiny_batches[0]],
+        torch.device("cpu"),
+        epoch=0,
+        step=0,
+        on_step=logs.append,
+    )
+    first, objectless, after, reuse = (entry.report for entry in logs)
+    assert first.recomputed and first.excluded == ()
+    assert objectless.recomputed and objectless.partial
+    assert objectless.excluded == ("detection",) and objectless.alpha["detection"] == 0.0
+    assert math.isfinite(logs[1].losses["detection"])  # still computed and logged
+    assert after.recomputed and not after.partial and after.alpha["detection"] > 0
+    assert not reuse.recomputed and reuse.alpha == after.alpha
+    assert all(0 < entry.report.clip_factor <= 1 for entry in logs)
+    assert method.summary()["excluded_steps"]["detection"] == 1
+
+
+def test_the_summary_is_written_and_a_missing_premise_is_logged_once(tmp_path, caplog):
+    method = build_method("unitygrad", ("fusion", "detection"))
+    g = torch.tensor([[1.0, 0.2, 0.0], [0.8, 0.0, 0.5]])  # cos > 0 on every measurement
+    for _ in range(3):
+        cos = method.monitor.update_ema({0: g[0], 1: g[1]})
+        method.monitor.record_measurement(cos, cos, np.ones(2), np.ones(2), partial=False)
+        method.monitor.record_step(0.5, 2.0, ())
+    with caplog.at_level("INFO", logger="fusion_training.trainer"):
+        summary = write_mtl_summary(method, tmp_path)
+    assert json.loads((tmp_path / "mtl_summary.json").read_text()) == summary
+    assert summary["premise_conflicting_gradients"] is False
+    assert summary["clip_factor"]["mean"] == 0.5 and summary["clipped_fraction"] == 1.0
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1
+    assert "Nash's premise (conflicting gradients) does not hold" in warnings[0].getMessage()
+    assert "\n" not in warnings[0].getMessage()

@@ -80,11 +80,20 @@ class AugmentSection:
 @dataclass(frozen=True)
 class MTLSection:
     """Multitask method (`fusion_training.mtl.METHODS`), its update_every (null = the method's
-    default) and its other keyword options."""
+    default) and its other keyword options (GradNorm's ``layer``: dotted name prefix(es) of the
+    shared parameters where it measures norms, e.g. ``fra``; every method's ``ema_beta``: decay
+    of the gradient EMAs of the premise diagnostics, per measurement step).
+
+    clip: what ``grad_clip`` clips, inside the method: ``shared`` (the shared gradient only,
+    heads unclipped, as Nash-MTL does), ``each`` (the shared gradient and each head's gradient on
+    its own) or ``global`` (all parameters together: the old behaviour, which lets alpha-scaled
+    head gradients shrink the shared step; for reproducing earlier runs).
+    """
 
     method: str = "unitygrad"
     update_every: int | None = None
     options: dict = field(default_factory=dict)
+    clip: Literal["shared", "each", "global"] = "shared"
 
 
 @dataclass(frozen=True)
@@ -136,7 +145,8 @@ class TrainingConfig:
     the checkpoint (null = the dataset's default). loss: `fusion_training.losses.LossWeights`
     fields. epochs / max_steps: stop at whichever comes first. amp: autocast on CUDA (ignored on
     CPU) in ``amp_dtype``; float16 needs a GradScaler, so only the weighted_sum method allows it.
-    grad_clip: max total gradient norm (null = off). deterministic: deterministic torch kernels.
+    grad_clip: max gradient norm (null = off), applied by the multitask method as ``mtl.clip``
+    says (default: the shared parameters' gradient only). deterministic: deterministic kernels.
     log_every: write a CSV/TensorBoard row every N steps.
     """
 
@@ -504,7 +514,7 @@ def _check_mtl(cfg: TrainingConfig) -> None:
     mtl = cfg.mtl
     _require(mtl.method in METHODS, "mtl.method", mtl.method, f"one of {sorted(METHODS)}")
     accepted = set(inspect.signature(METHODS[mtl.method]).parameters) - {"self", "tasks"}
-    accepted -= {"update_every", "weights", "layer_params"}
+    accepted -= {"update_every", "weights", "layer_params"}  # layer_params: tensors; use layer
     for key in mtl.options:
         _require(
             key in accepted,

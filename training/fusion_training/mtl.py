@@ -2,25 +2,51 @@
 
 Every method is used the same way as `loss.backward()`:
 
+    method.set_clip(1.0)              # once: clip the shared gradient at norm 1 (Nash-MTL's rule)
     optimizer.zero_grad()
     report = method.combine({"fusion": l_fus, "detection": l_det}, shared_params, step,
                             task_params={"fusion": fusion_head_params, "detection": det_head_params})
     optimizer.step()
 
 `combine` runs the backward pass(es) and accumulates `.grad` on the shared parameters and on each
-task's own parameters; a head only ever receives its own task's gradient (scaled by that task's
-head weight). Each method boils down to coefficients c (the shared update is d = sum_i c_i g_i,
+task's own parameters; a head only ever receives its own task's gradient, times that task's head
+weight w_i. Each method boils down to coefficients c (the shared update is d = sum_i c_i g_i,
 with g_i the gradient of task i's loss w.r.t. the shared parameters) and head weights w, computed
 from the K x K Gram matrix of the g_i on *measurement* steps: every `update_every` steps (the first
-call always measures). In between, the last c is reused and one backward of sum_i c_i L_i is all
-that runs, so those steps cost exactly a weighted-sum step; that is how UnityGrad meets its cost goal.
+call always measures). In between, the last c and w are reused with one backward of
+sum_i c_i L_i, after which each head's gradient is rescaled by w_i / c_i, so the heads get the same
+weighting on measurement and reuse steps (this assumes, as `task_params` means, that a head's
+parameters feed only its own task's loss); a reuse step therefore costs a weighted-sum step.
 
 A measurement step costs one `torch.autograd.grad` per task (retain_graph) through the shared
 parameters; pass `task_params` and the heads' gradients come from the same calls, otherwise one
-extra backward of sum_i w_i L_i provides them. Tasks whose loss does not require grad (e.g. a
-detection batch without objects whose loss is a constant) or whose shared gradient is zero are
-excluded at that measurement (coefficient 0) without NaN, and the next step measures again so
-the exclusion is not carried over `update_every` steps.
+extra backward of sum_i w_i L_i provides them (and then reuse steps cannot separate the heads:
+they get c_i).
+
+Excluded tasks. A task whose loss does not require grad (the trainer detaches the detection loss
+of a batch without objects: no box in any labelled image) or whose shared gradient is zero takes
+no part in the solve: it gets c_i = w_i = 0 for that step, which is then a *partial* measurement
+over the remaining tasks. A partial measurement is applied to its own step only: the coefficients
+of the last full measurement are left untouched, and the next step measures again, so an alpha is
+never reused across a step where a task was missing (a missing loss on a reuse step also makes
+that step a partial measurement, never a reuse). Without this, a negatives-only
+detection batch has a tiny gradient, alpha_det = 1 / (|g_det| sqrt(1 + cos)) explodes and is
+reused for update_every - 1 further steps.
+
+Clipping (`set_clip`). Nash-MTL clips the norm of the *shared* gradient after the method's
+backward, and leaves the heads alone; clipping every parameter together instead lets alpha-scaled
+head gradients shrink the shared step. Modes: "shared" (default: the shared gradient only, heads
+unclipped, as in the reference), "each" (the shared gradient and each head's gradient on its own,
+all at the same max norm), "global" (shared and heads together: the old behaviour, only for
+reproducing earlier runs). The factor applied to the shared gradient is reported every step.
+
+Diagnostics (Nash-MTL's premise is that the task gradients conflict). On measurement steps only,
+because the per-task gradients are computed there anyway: cos(g_i, g_j) of the batch, the cosine
+between exponential moving averages (`ema_beta`, over measurement steps) of the tasks' shared
+gradients, which filters the batch noise that makes single-batch cosines look conflicting, and
+|g_i| / |head gradient of task i| (both of task i's own loss). `MTLMonitor` accumulates these,
+alpha and the clip factor over the run; its `summary()` says whether the premise held. Cost: one
+K x P EMA buffer (float32) and a few vector operations per measurement step.
 
 UnityGrad (seeds_digest.md §1.4) is Nash-MTL's bargaining solution: alpha > 0 with
 (G G^T) alpha = 1/alpha, so d = G^T alpha has norm sqrt(K) and improves every task to first order.
@@ -28,7 +54,18 @@ It is invariant to the scale of each loss, so its gradients come out unscaled ev
 GradScaler; use it without a GradScaler (bf16 autocast needs none), otherwise `unscale_` would
 divide them a second time. Its raw shared update has norm sqrt(K): clip or tune the learning rate
 accordingly (Nash-MTL clips the shared gradient norm at 1). With DistributedDataParallel note that
-`torch.autograd.grad` bypasses DDP's gradient all-reduce, so the per-task Gram is per-rank.
+`torch.autograd.grad` bypasses DDP's gradient all-reduce, so the per-task Gram (and the clip, and
+the diagnostics) are per-rank.
+
+Task weights (the trainer's tasks are (1 - λ)·L_f and λ·L_d). weighted_sum: λ is the task weight,
+in the shared update and in the heads. unitygrad: λ cancels exactly, in the shared update and in
+the heads (alpha_i scales as 1/λ_i, so alpha_i λ_i does not depend on λ_i). gradnorm: the learned
+weights absorb λ (their equilibrium makes w_i λ_i |g_i| track a λ-free target), heads get w_i λ_i
+times their gradient; λ only sets the starting point. pcgrad: a task weight applied after the
+projections (projecting g_i off g_j does not depend on |g_j|), heads get λ_i times their
+gradient. cagrad and mgda: λ changes the solution (the mean gradient and the min-norm point of
+the scaled gradients), heads get λ_i times their own gradient (Adam mostly cancels a constant
+head scale).
 """
 
 from __future__ import annotations
@@ -36,11 +73,13 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 from torch import Tensor
+
+CLIP_MODES = ("shared", "each", "global")
 
 # ----------------------------------------------------------------------------- K x K solvers
 
@@ -247,6 +286,181 @@ def cagrad_coefficients(gram: np.ndarray, c: float = 0.4, rescale: bool = True) 
     return coef / (1.0 + c * c) if rescale else coef
 
 
+# ----------------------------------------------------------------------------- diagnostics
+
+
+@dataclass
+class RunningStat:
+    """Count, mean, min, max and last value of the finite values added; `negative` counts < 0."""
+
+    count: int = 0
+    total: float = 0.0
+    low: float = math.inf
+    high: float = -math.inf
+    last: float = math.nan
+    negative: int = 0
+
+    def add(self, value: float) -> None:
+        if not math.isfinite(value):
+            return
+        self.count += 1
+        self.total += value
+        self.low, self.high, self.last = min(self.low, value), max(self.high, value), value
+        self.negative += value < 0
+
+    def summary(self) -> dict[str, float | int | None]:
+        if not self.count:
+            return {
+                "count": 0,
+                "mean": None,
+                "min": None,
+                "max": None,
+                "last": None,
+                "negative_fraction": None,
+            }
+        return {
+            "count": self.count,
+            "mean": self.total / self.count,
+            "min": self.low,
+            "max": self.high,
+            "last": self.last,
+            "negative_fraction": self.negative / self.count,
+        }
+
+
+class MTLMonitor:
+    """Run-long record of the premise diagnostics (see the module docstring).
+
+    EMA of each task's shared gradient over the measurement steps where the task took part
+    (`beta`), the batch and EMA cosines, |g_i| / |head gradient|, alpha of full measurements, the
+    shared clip factor of every step and how often each task was excluded. Part of the method's
+    state, so a resumed run continues the same record.
+    """
+
+    def __init__(self, tasks: Sequence[str], beta: float = 0.9) -> None:
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"ema_beta={beta}; must be in [0, 1)")
+        self.tasks = tuple(tasks)
+        self.beta = beta
+        self.warmup = round(1.0 / (1.0 - beta))  # measurements before the EMA is trusted
+        k = len(self.tasks)
+        self.ema: Tensor | None = None  # [K, P] float32
+        self.ema_updates = np.zeros(k, dtype=np.int64)
+        self.steps = 0
+        self.measurements = 0
+        self.partial_measurements = 0
+        self.excluded_steps = dict.fromkeys(self.tasks, 0)
+        pairs = [f"{self.tasks[i]}-{self.tasks[j]}" for i in range(k) for j in range(i + 1, k)]
+        self.cos = {p: RunningStat() for p in pairs}
+        self.ema_cos = {p: RunningStat() for p in pairs}
+        self.ema_cos_warm = {p: RunningStat() for p in pairs}
+        self.ratio = {t: RunningStat() for t in self.tasks}
+        self.alpha = {t: RunningStat() for t in self.tasks}
+        self.clip_factor = RunningStat()
+        self.shared_norm = RunningStat()
+        self.clipped_steps = 0
+
+    def update_ema(self, rows: Mapping[int, Tensor]) -> np.ndarray:
+        """Fold the measured rows {task index: g_i [P]} into the EMAs; EMA cosines [K, K] (NaN
+        where a task has no EMA yet)."""
+        k = len(self.tasks)
+        first = next(iter(rows.values()))
+        size = first.numel()
+        if self.ema is None or self.ema.shape != (k, size):
+            self.ema = torch.zeros(k, size, dtype=torch.float32, device=first.device)
+            self.ema_updates[:] = 0
+        elif self.ema.device != first.device:  # restored from a checkpoint on the CPU
+            self.ema = self.ema.to(first.device)
+        for i, row in rows.items():
+            self.ema[i].mul_(self.beta).add_(row.detach().float(), alpha=1.0 - self.beta)
+            self.ema_updates[i] += 1
+        gram = (self.ema @ self.ema.T).double().cpu().numpy()
+        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = gram / np.outer(norms, norms)
+        cos[~((norms > 0)[:, None] & (norms > 0)[None, :])] = np.nan
+        return cos
+
+    def record_measurement(
+        self,
+        cos: np.ndarray,
+        ema_cos: np.ndarray,
+        ratios: np.ndarray,
+        alpha: np.ndarray,
+        partial: bool,
+    ) -> None:
+        k = len(self.tasks)
+        self.measurements += 1
+        self.partial_measurements += partial
+        for i in range(k):
+            self.ratio[self.tasks[i]].add(float(ratios[i]))
+            if not partial:
+                self.alpha[self.tasks[i]].add(float(alpha[i]))
+            for j in range(i + 1, k):
+                pair = f"{self.tasks[i]}-{self.tasks[j]}"
+                self.cos[pair].add(float(cos[i, j]))
+                self.ema_cos[pair].add(float(ema_cos[i, j]))
+                if min(self.ema_updates[i], self.ema_updates[j]) > self.warmup:
+                    self.ema_cos_warm[pair].add(float(ema_cos[i, j]))
+
+    def record_step(self, clip_factor: float, shared_norm: float, excluded: Sequence[str]) -> None:
+        self.steps += 1
+        self.clip_factor.add(clip_factor)
+        self.shared_norm.add(shared_norm)
+        self.clipped_steps += clip_factor < 1.0
+        for task in excluded:
+            self.excluded_steps[task] += 1
+
+    def premise(self) -> tuple[bool | None, str]:
+        """(whether the tasks' averaged shared gradients ever conflicted, one line saying so).
+
+        "Averaged" is the EMA cosine after `warmup` measurements of both tasks (all measurements
+        when the run had fewer); None when nothing was measured.
+        """
+        lines, verdicts = [], []
+        for pair, warm in self.ema_cos_warm.items():
+            stat = warm if warm.count else self.ema_cos[pair]
+            if not stat.count:
+                continue
+            conflict = stat.low < 0
+            verdicts.append(conflict)
+            lines.append(
+                f"{pair}: EMA cosine min {stat.low:.3f}, mean {stat.total / stat.count:.3f}, "
+                f"last {stat.last:.3f} over {stat.count} measurements"
+            )
+        if not verdicts:
+            return None, "premise not measured: no per-task gradients were computed in this run"
+        if any(verdicts):
+            return True, "Nash's premise (conflicting gradients) holds at times: " + "; ".join(
+                lines
+            )
+        return False, (
+            "Nash's premise (conflicting gradients) does not hold in this run: the averaged "
+            "shared task gradients never conflicted (EMA cosine >= 0): " + "; ".join(lines)
+        )
+
+    def summary(self) -> dict[str, object]:
+        holds, line = self.premise()
+        return {
+            "steps": self.steps,
+            "measurements": self.measurements,
+            "partial_measurements": self.partial_measurements,
+            "excluded_steps": dict(self.excluded_steps),
+            "ema_beta": self.beta,
+            "ema_warmup_measurements": self.warmup,
+            "cosine": {p: s.summary() for p, s in self.cos.items()},
+            "ema_cosine": {p: s.summary() for p, s in self.ema_cos.items()},
+            "ema_cosine_after_warmup": {p: s.summary() for p, s in self.ema_cos_warm.items()},
+            "shared_to_head_grad_ratio": {t: s.summary() for t, s in self.ratio.items()},
+            "alpha": {t: s.summary() for t, s in self.alpha.items()},
+            "clip_factor": self.clip_factor.summary(),
+            "clipped_fraction": self.clipped_steps / self.steps if self.steps else None,
+            "shared_grad_norm": self.shared_norm.summary(),
+            "premise_conflicting_gradients": holds,
+            "premise": line,
+        }
+
+
 # ----------------------------------------------------------------------------- methods
 
 
@@ -254,13 +468,20 @@ def cagrad_coefficients(gram: np.ndarray, c: float = 0.4, rescale: bool = True) 
 class StepReport:
     """What one `combine` call did.
 
-    alpha: coefficient of each task's gradient in the shared update (loss weight for UnityGrad).
-    head_weights: scale applied to each head's own-task gradient.
+    alpha: coefficient of each task's gradient in this step's shared update (loss weight for
+        UnityGrad); 0 for a task excluded at this step.
+    head_weights: scale applied to each head's own-task gradient this step.
     grad_norms / cosines: |g_i| and cos(g_i, g_j) (i before j in task order) on the measured
         parameters at `measured_step` (NaN before the first measurement).
+    ema_cosines: cosine of the tasks' EMA shared gradients after that measurement.
+    grad_ratios: |g_i| / |gradient of task i's loss on its head| at that measurement (NaN without
+        task_params).
     recomputed: whether this step measured and recomputed the coefficients.
-    excluded: tasks left out at the last measurement (no grad, or zero shared gradient).
+    partial: this step's measurement left a task out (its coefficients were not kept).
+    excluded: tasks left out at this step (loss without grad, or zero shared gradient).
     clamped: UnityGrad's clamp acted at the last measurement.
+    clip_factor: factor applied to the shared gradient by the clip (1.0 = not clipped);
+        shared_grad_norm: its norm before clipping. head_clip_factors: per head (mode "each").
     """
 
     step: int
@@ -272,14 +493,46 @@ class StepReport:
     recomputed: bool
     excluded: tuple[str, ...]
     clamped: bool
+    ema_cosines: dict[tuple[str, str], float] = field(default_factory=dict)
+    grad_ratios: dict[str, float] = field(default_factory=dict)
+    partial: bool = False
+    clip_factor: float = 1.0
+    shared_grad_norm: float = math.nan
+    head_clip_factors: dict[str, float] = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
-        """Flat {name: value} for loggers (alpha/<task>, grad_norm/<task>, cos/<a>-<b>, clamped)."""
+        """Flat {name: value} for loggers, the same keys every step: alpha/<task>,
+        grad_norm/<task>, cos/<a>-<b>, ema_cos/<a>-<b>, grad_ratio/<task>, excluded/<task>,
+        clamped, partial, clip_factor, grad_norm_shared and clip_factor/<task> (NaN unless the
+        heads are clipped on their own)."""
         out = {f"alpha/{t}": v for t, v in self.alpha.items()}
         out.update({f"grad_norm/{t}": v for t, v in self.grad_norms.items()})
         out.update({f"cos/{a}-{b}": v for (a, b), v in self.cosines.items()})
+        out.update({f"ema_cos/{a}-{b}": v for (a, b), v in self.ema_cosines.items()})
+        out.update({f"grad_ratio/{t}": v for t, v in self.grad_ratios.items()})
+        out.update({f"excluded/{t}": float(t in self.excluded) for t in self.alpha})
         out["clamped"] = float(self.clamped)
+        out["partial"] = float(self.partial)
+        out["clip_factor"] = self.clip_factor
+        out["grad_norm_shared"] = self.shared_grad_norm
+        out.update(
+            {f"clip_factor/{t}": self.head_clip_factors.get(t, math.nan) for t in self.alpha}
+        )
         return out
+
+
+@dataclass
+class _Measurement:
+    """The last measurement's numbers (full or partial), for reports."""
+
+    step: int
+    norms: np.ndarray
+    gram: np.ndarray
+    ema_cos: np.ndarray
+    ratios: np.ndarray
+    excluded: tuple[int, ...]
+    clamped: bool
+    partial: bool
 
 
 class MultiTaskMethod(ABC):
@@ -287,12 +540,14 @@ class MultiTaskMethod(ABC):
 
     tasks: task names, in the order used for coefficients and reports.
     update_every: measure gradients and recompute coefficients every this many steps (>= 1).
+    ema_beta: decay of the diagnostics' gradient EMAs, per measurement step.
     """
 
     name = "base"
     adaptive = True
+    zero_tol = 1e-8  # a shared gradient below zero_tol * the largest one counts as zero
 
-    def __init__(self, tasks: Sequence[str], update_every: int = 1) -> None:
+    def __init__(self, tasks: Sequence[str], update_every: int = 1, ema_beta: float = 0.9) -> None:
         tasks = tuple(tasks)
         if not tasks or len(set(tasks)) != len(tasks) or not all(isinstance(t, str) for t in tasks):
             raise ValueError(f"tasks must be unique non-empty names, got {tasks!r}")
@@ -302,20 +557,48 @@ class MultiTaskMethod(ABC):
         self.tasks = tasks
         self.update_every = update_every
         k = len(tasks)
-        self._coef = np.ones(k)
+        self._coef = np.ones(k)  # of the last full measurement: what reuse steps apply
         self._head = np.ones(k)
-        self._norms = np.full(k, np.nan)
-        self._gram = np.full((k, k), np.nan)
-        self._measured_step: int | None = None
-        self._excluded: tuple[int, ...] = ()
-        self._clamped = False
+        self._measured_step: int | None = None  # step of the last full measurement
         self._remeasure = False
+        self._last: _Measurement | None = None
+        self.clip_norm: float | None = None
+        self.clip_mode = "shared"
+        self.monitor = MTLMonitor(tasks, ema_beta)
+
+    def set_clip(self, max_norm: float | None, mode: str = "shared") -> None:
+        """Clip inside `combine` (see the module docstring); max_norm None turns clipping off."""
+        if max_norm is not None and not (math.isfinite(max_norm) and max_norm > 0):
+            raise ValueError(f"max_norm={max_norm!r}; must be > 0 or None")
+        if mode not in CLIP_MODES:
+            raise ValueError(f"clip mode {mode!r}; must be one of {CLIP_MODES}")
+        self.clip_norm, self.clip_mode = max_norm, mode
+
+    @property
+    def coefficients(self) -> dict[str, float]:
+        """c of the last full measurement: what reuse steps apply (initial values before one)."""
+        return {t: float(v) for t, v in zip(self.tasks, self._coef, strict=True)}
+
+    def bind(self, named_shared: Sequence[tuple[str, Tensor]]) -> None:  # noqa: B027
+        """Resolve options that name shared parameters (GradNorm's `layer`); a no-op here."""
+
+    def summary(self) -> dict[str, object]:
+        """The run's diagnostics (`MTLMonitor.summary`) with the method's settings."""
+        return {
+            "method": self.name,
+            "tasks": list(self.tasks),
+            "update_every": self.update_every,
+            "clip_norm": self.clip_norm,
+            "clip_mode": self.clip_mode,
+            **self.monitor.summary(),
+        }
 
     @abstractmethod
     def _solve(
         self, gram: np.ndarray, losses: Sequence[Tensor], active: Sequence[int]
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """Coefficients c [K], head weights w [K] and the clamp flag from the Gram [K, K]."""
+        """Coefficients c [K], head weights w [K] and the clamp flag from the Gram [K, K]
+        (rows and columns of tasks outside `active` are zero)."""
 
     def _measure_params(self, shared: list[Tensor]) -> list[Tensor]:
         """Parameters whose per-task gradients form the Gram (a subset only if c == w)."""
@@ -329,7 +612,8 @@ class MultiTaskMethod(ABC):
         step: int,
         task_params: Mapping[str, Sequence[Tensor]] | None = None,
     ) -> StepReport:
-        """Backpropagate the task losses; accumulate `.grad` on shared and task parameters."""
+        """Backpropagate the task losses; accumulate `.grad` on shared and task parameters, then
+        clip (`set_clip`)."""
         loss_list = self._check_losses(losses)
         shared = [p for p in shared_params if p.requires_grad]
         if not shared:
@@ -337,10 +621,28 @@ class MultiTaskMethod(ABC):
         heads = self._check_task_params(task_params)
         if not isinstance(step, int) or step < 0:
             raise ValueError(f"step={step!r}; must be an int >= 0")
-        recomputed = self._due(step) and self._measure_and_apply(loss_list, shared, heads, step)
-        if not recomputed:
-            self._backward_weighted(loss_list, self._coef)
-        return self._report(step, recomputed)
+        k = len(self.tasks)
+        missing = [i for i, loss in enumerate(loss_list) if not loss.requires_grad]
+        recomputed = False
+        if len(missing) == k:  # no loss depends on any parameter: nothing to backpropagate
+            coef, head_w, excluded, partial = np.zeros(k), np.zeros(k), tuple(range(k)), True
+            self._remeasure = self._remeasure or self.adaptive
+        elif self._due(step) or (missing and self.adaptive):
+            coef, head_w, excluded, partial = self._measure_and_apply(
+                loss_list, shared, heads, step
+            )
+            recomputed = True
+        else:
+            coef, head_w = self._coef.copy(), self._head.copy()
+            coef[missing], head_w[missing] = 0.0, 0.0
+            excluded, partial = tuple(missing), False
+            self._apply_reuse(loss_list, coef, head_w, heads)
+        shared_norm, factor, head_factors = self._clip(shared, heads)
+        names = tuple(self.tasks[i] for i in excluded)
+        self.monitor.record_step(factor, shared_norm, names)
+        return self._report(
+            step, recomputed, coef, head_w, names, partial, factor, shared_norm, head_factors
+        )
 
     def _due(self, step: int) -> bool:
         if self.update_every == 0:
@@ -379,79 +681,222 @@ class MultiTaskMethod(ABC):
         if terms:
             torch.stack(terms).sum().backward()
 
+    def _apply_reuse(
+        self,
+        losses: Sequence[Tensor],
+        coef: np.ndarray,
+        head_w: np.ndarray,
+        heads: dict[str, list[Tensor]] | None,
+    ) -> None:
+        """One backward of sum_i c_i L_i; then head i's gradient is rescaled to w_i (a head with
+        c_i = 0 but w_i != 0 gets its gradient from a head-only autograd.grad)."""
+        differ = [
+            i
+            for i, loss in enumerate(losses)
+            if loss.requires_grad and not math.isclose(coef[i], head_w[i], rel_tol=1e-12)
+        ]
+        if heads is None or not differ:
+            self._backward_weighted(losses, coef)
+            return
+        stash: dict[int, list[Tensor | None]] = {}
+        for i in differ:  # keep what was accumulated before this call out of the rescaling
+            params = heads[self.tasks[i]]
+            stash[i] = [p.grad for p in params]
+            for p in params:
+                p.grad = None
+        tiny = [i for i in differ if abs(coef[i]) <= 1e-6 * abs(head_w[i])]
+        own = {
+            i: torch.autograd.grad(
+                losses[i], heads[self.tasks[i]], retain_graph=True, allow_unused=True
+            )
+            for i in tiny
+            if heads[self.tasks[i]]
+        }
+        self._backward_weighted(losses, coef)
+        for i in differ:
+            params = heads[self.tasks[i]]
+            if i in own:
+                for p in params:
+                    p.grad = None
+                _accumulate_each(params, own[i], float(head_w[i]))
+            elif i not in tiny:
+                scale = float(head_w[i] / coef[i])
+                for p in params:
+                    if p.grad is not None:
+                        p.grad.mul_(scale)
+            for p, old in zip(params, stash[i], strict=True):
+                if old is not None:
+                    p.grad = old if p.grad is None else p.grad.add_(old)
+
     def _measure_and_apply(
         self,
         losses: Sequence[Tensor],
         shared: list[Tensor],
         heads: dict[str, list[Tensor]] | None,
         step: int,
-    ) -> bool:
-        """Measure per-task gradients, recompute coefficients and apply them; False if no loss
-        requires grad (then nothing is done)."""
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...], bool]:
+        """Measure per-task gradients, recompute coefficients and apply them; returns the applied
+        (c, w), the excluded tasks and whether the measurement was partial."""
         measure = self._measure_params(shared)
-        collect_heads = heads is not None and measure is shared
+        subset = measure is not shared
+        collect_heads = heads is not None and not subset
+        k = len(self.tasks)
         active = [i for i, loss in enumerate(losses) if loss.requires_grad]
         rows: dict[int, Tensor] = {}
         head_grads: dict[int, tuple[Tensor | None, ...]] = {}
         for pos, i in enumerate(active):
-            own = heads[self.tasks[i]] if collect_heads else []
+            own = heads[self.tasks[i]] if heads is not None else []
             retain = not collect_heads or pos < len(active) - 1
             grads = torch.autograd.grad(
                 losses[i], [*measure, *own], retain_graph=retain, allow_unused=True
             )
             rows[i] = _flatten(grads[: len(measure)], measure)
             head_grads[i] = grads[len(measure) :]
-        k = len(self.tasks)
-        gram = np.zeros((k, k))
-        if not active:  # no loss depends on any parameter: nothing to backpropagate
-            return False
         G = torch.stack([rows[i] for i in active])  # [K_active, P]
         if G.dtype not in (torch.float32, torch.float64):
             G = G.float()  # fp16/bf16 Gram entries overflow or lose precision
+        gram = np.zeros((k, k))
         gram[np.ix_(active, active)] = (G @ G.T).double().cpu().numpy()
         if not np.isfinite(gram).all():
             bad = [self.tasks[i] for i in range(k) if not np.isfinite(gram[i, i])]
             raise FloatingPointError(f"non-finite gradient for task(s) {bad} at step {step}")
-        coef, head_w, clamped = self._solve(gram, losses, active)
-        coef, head_w = np.asarray(coef, dtype=np.float64), np.asarray(head_w, dtype=np.float64)
+        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        live = [i for i in active if norms[i] > self.zero_tol * norms.max()]
+        excluded = tuple(i for i in range(k) if i not in live)
+        partial = bool(excluded)
+        solve_gram = np.zeros((k, k))
+        solve_gram[np.ix_(live, live)] = gram[np.ix_(live, live)]
+        if live:
+            coef, head_w, clamped = self._solve(solve_gram, losses, live)
+            coef = np.array(coef, dtype=np.float64)
+            head_w = np.array(head_w, dtype=np.float64)
+        else:
+            coef, head_w, clamped = np.zeros(k), np.zeros(k), False
+        coef[list(excluded)], head_w[list(excluded)] = 0.0, 0.0
         if collect_heads:
-            _accumulate(measure, sum(float(coef[i]) * rows[i] for i in active))
-            for i in active:
+            if live:
+                _accumulate(measure, sum(float(coef[i]) * rows[i] for i in live))
+            for i in live:
                 _accumulate_each(heads[self.tasks[i]], head_grads[i], float(head_w[i]))
         else:
+            if subset and not np.allclose(coef, head_w):
+                raise RuntimeError(f"{self.name}: measuring a parameter subset needs c == w")
             self._backward_weighted(losses, head_w)
-            extra = [i for i in active if coef[i] != head_w[i]]
+            extra = [i for i in live if coef[i] != head_w[i]]
             if extra:
                 _accumulate(measure, sum(float(coef[i] - head_w[i]) * rows[i] for i in extra))
-        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
-        self._coef, self._head, self._norms, self._gram = coef, head_w, norms, gram
-        self._measured_step, self._clamped = step, clamped
-        self._excluded = tuple(
-            i for i in range(k) if i not in active or norms[i] == 0 or coef[i] == 0
+        # diagnostics: only numbers this measurement already has
+        ema_cos = (
+            self.monitor.update_ema({i: rows[i] for i in live}) if live else np.full((k, k), np.nan)
         )
-        # a task missing from this measurement would keep coefficient 0 for update_every steps
-        self._remeasure = any(i not in active or norms[i] == 0 for i in range(k))
-        return True
+        ratios = np.full(k, np.nan)
+        if heads is not None:
+            measured = [i for i in live if any(g is not None for g in head_grads[i])]
+            if measured:
+                head_norms = (
+                    torch.stack(
+                        [_norm([g for g in head_grads[i] if g is not None]) for i in measured]
+                    )
+                    .double()
+                    .cpu()
+                    .numpy()
+                )
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratios[measured] = norms[measured] / head_norms
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cos = gram / np.outer(norms, norms)
+        cos[~((norms > 0)[:, None] & (norms > 0)[None, :])] = np.nan
+        self.monitor.record_measurement(cos, ema_cos, ratios, coef, partial)
+        self._last = _Measurement(step, norms, gram, ema_cos, ratios, excluded, clamped, partial)
+        if not partial:
+            self._coef, self._head = coef.copy(), head_w.copy()
+        if partial and self.adaptive:
+            # applied to this step only; the last full measurement's coefficients stay, and the
+            # next step measures again instead of reusing them across this step
+            self._remeasure = True
+        else:
+            self._measured_step, self._remeasure = step, False
+        return coef, head_w, excluded, partial
 
-    def _report(self, step: int, recomputed: bool) -> StepReport:
+    def _clip(
+        self, shared: list[Tensor], heads: dict[str, list[Tensor]] | None
+    ) -> tuple[float, float, dict[str, float]]:
+        """Clip per `clip_mode`; (shared norm before clipping, shared factor, head factors)."""
+        max_norm = self.clip_norm
+        head_groups = heads or {}
+        if self.clip_mode == "global" and max_norm is not None:
+            every = shared + [p for t in self.tasks for p in head_groups.get(t, ())]
+            shared_norm = float(_grad_norm(shared))
+            total = float(torch.nn.utils.clip_grad_norm_(every, max_norm))
+            return shared_norm, _factor(total, max_norm), {}
+        if max_norm is None:
+            return float(_grad_norm(shared)), 1.0, {}
+        shared_norm = float(torch.nn.utils.clip_grad_norm_(shared, max_norm))
+        factors = {}
+        if self.clip_mode == "each":
+            for t in self.tasks:
+                params = head_groups.get(t, [])
+                if any(p.grad is not None for p in params):
+                    factors[t] = _factor(
+                        float(torch.nn.utils.clip_grad_norm_(params, max_norm)), max_norm
+                    )
+        return shared_norm, _factor(shared_norm, max_norm), factors
+
+    def _report(
+        self,
+        step: int,
+        recomputed: bool,
+        coef: np.ndarray,
+        head_w: np.ndarray,
+        excluded: tuple[str, ...],
+        partial: bool,
+        clip_factor: float,
+        shared_norm: float,
+        head_factors: dict[str, float],
+    ) -> StepReport:
         k = len(self.tasks)
-        cosines = {}
+        last = self._last
+        norms = last.norms if last is not None else np.full(k, np.nan)
+        cosines, ema = {}, {}
         for i in range(k):
             for j in range(i + 1, k):
-                den = self._norms[i] * self._norms[j]
-                value = self._gram[i, j] / den if den > 0 else math.nan
-                cosines[(self.tasks[i], self.tasks[j])] = float(value)
+                pair = (self.tasks[i], self.tasks[j])
+                den = norms[i] * norms[j]
+                cosines[pair] = float(last.gram[i, j] / den) if last and den > 0 else math.nan
+                ema[pair] = float(last.ema_cos[i, j]) if last else math.nan
+        ratios = last.ratios if last is not None else np.full(k, np.nan)
         return StepReport(
             step=step,
-            alpha={t: float(v) for t, v in zip(self.tasks, self._coef, strict=True)},
-            head_weights={t: float(v) for t, v in zip(self.tasks, self._head, strict=True)},
-            grad_norms={t: float(v) for t, v in zip(self.tasks, self._norms, strict=True)},
+            alpha={t: float(v) for t, v in zip(self.tasks, coef, strict=True)},
+            head_weights={t: float(v) for t, v in zip(self.tasks, head_w, strict=True)},
+            grad_norms={t: float(v) for t, v in zip(self.tasks, norms, strict=True)},
             cosines=cosines,
-            measured_step=self._measured_step,
+            measured_step=last.step if last is not None else None,
             recomputed=recomputed,
-            excluded=tuple(self.tasks[i] for i in self._excluded),
-            clamped=self._clamped,
+            excluded=excluded,
+            clamped=bool(last.clamped) if last is not None else False,
+            ema_cosines=ema,
+            grad_ratios={t: float(v) for t, v in zip(self.tasks, ratios, strict=True)},
+            partial=partial,
+            clip_factor=clip_factor,
+            shared_grad_norm=shared_norm,
+            head_clip_factors=head_factors,
         )
+
+
+def _factor(norm: float, max_norm: float) -> float:
+    """The factor `torch.nn.utils.clip_grad_norm_` applies for a total norm."""
+    return min(1.0, max_norm / (norm + 1e-6)) if math.isfinite(norm) else math.nan
+
+
+def _norm(tensors: Sequence[Tensor]) -> Tensor:
+    """L2 norm of a list of tensors (one scalar tensor)."""
+    return torch.nn.utils.get_total_norm([t.detach() for t in tensors])
+
+
+def _grad_norm(params: Sequence[Tensor]) -> Tensor:
+    grads = [p.grad for p in params if p.grad is not None]
+    return _norm(grads) if grads else torch.zeros(())
 
 
 def _flatten(grads: Sequence[Tensor | None], params: Sequence[Tensor]) -> Tensor:
@@ -489,7 +934,8 @@ class WeightedSum(MultiTaskMethod):
     """Linear scalarisation sum_i w_i L_i (one backward). Baseline every method must beat.
 
     update_every: 0 (default) never measures per-task gradients; N > 0 measures them every N steps
-    for the report only (costs K backward passes on those steps).
+    for the report and the diagnostics only (costs K backward passes on those steps). Not
+    adaptive: a loss without grad simply adds nothing; it never triggers a measurement.
     """
 
     name = "weighted_sum"
@@ -500,8 +946,9 @@ class WeightedSum(MultiTaskMethod):
         tasks: Sequence[str],
         weights: Mapping[str, float] | None = None,
         update_every: int = 0,
+        ema_beta: float = 0.9,
     ) -> None:
-        super().__init__(tasks, update_every)
+        super().__init__(tasks, update_every, ema_beta)
         weights = dict(weights) if weights is not None else dict.fromkeys(self.tasks, 1.0)
         if set(weights) != set(self.tasks) or not all(
             math.isfinite(w) and w >= 0 for w in weights.values()
@@ -509,43 +956,70 @@ class WeightedSum(MultiTaskMethod):
             raise ValueError(f"weights must give a finite weight >= 0 per task, got {weights}")
         self._coef = np.array([float(weights[t]) for t in self.tasks])
         self._head = self._coef.copy()
+        self._weights = self._coef.copy()
 
     def _solve(self, gram, losses, active):
-        return self._coef, self._coef, False
+        return self._weights.copy(), self._weights.copy(), False
 
 
 class UnityGrad(MultiTaskMethod):
     """UnityGrad / Nash-MTL: alpha solving (G G^T) alpha = 1/alpha; shared update G^T alpha.
 
-    Heads receive alpha_i times their own gradient (the backward of sum_i alpha_i L_i).
-    eig_floor: clamp of `unitygrad_solve` (two tasks: cos >= -1 + eig_floor).
-    update_every: recompute alpha every N steps and reuse it in between (N ~ 5-10 keeps a step
-    within ~1.3x of a weighted-sum step).
+    Heads receive alpha_i times their own gradient (the backward of sum_i alpha_i L_i), on
+    measurement and reuse steps alike. eig_floor: clamp of `unitygrad_solve` (two tasks:
+    cos >= -1 + eig_floor). update_every: recompute alpha every N steps and reuse it in between
+    (N ~ 5-10 keeps a step within ~1.3x of a weighted-sum step).
     """
 
     name = "unitygrad"
 
-    def __init__(self, tasks: Sequence[str], update_every: int = 1, eig_floor: float = 0.01):
-        super().__init__(tasks, update_every)
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        update_every: int = 1,
+        eig_floor: float = 0.01,
+        ema_beta: float = 0.9,
+    ):
+        super().__init__(tasks, update_every, ema_beta)
         if not 0.0 < eig_floor < 1.0:
             raise ValueError(f"eig_floor={eig_floor}; must be in (0, 1)")
         self.eig_floor = eig_floor
         self.last_residual = math.nan
 
     def _solve(self, gram, losses, active):
-        sol = unitygrad_solve(gram, eig_floor=self.eig_floor)
+        sol = unitygrad_solve(gram, eig_floor=self.eig_floor, zero_tol=self.zero_tol)
         self.last_residual = sol.residual
         return sol.alpha, sol.alpha, sol.clamped
+
+
+def select_parameters(
+    named: Sequence[tuple[str, Tensor]], prefixes: str | Sequence[str]
+) -> list[Tensor]:
+    """Parameters whose name is one of `prefixes` or lies under one ("fra" selects "fra.0.x")."""
+    prefixes = [prefixes] if isinstance(prefixes, str) else list(prefixes)
+    chosen = [p for n, p in named if any(n == pre or n.startswith(pre + ".") for pre in prefixes)]
+    if not chosen:
+        tops = sorted({n.split(".")[0] for n, _ in named})
+        raise ValueError(
+            f"layer {prefixes} matches no shared parameter; shared modules: {tops} (use a dotted "
+            "name prefix such as 'fra' or 'neck.output')"
+        )
+    return chosen
 
 
 class GradNorm(MultiTaskMethod):
     """GradNorm (Chen et al. 2018): learn loss weights so |grad_W w_i L_i| tracks the mean norm
     times the relative inverse training rate r_i^asymmetry.
 
-    layer_params: the last shared layer W where norms are measured (default: all shared params;
-    a single layer is much cheaper because the per-task backward then stops at that layer).
-    The weights take one Adam step (lr) per measurement on sum_i |w_i n_i - target_i| (target
-    held constant; its gradient is analytic) and are renormalised to sum to K; they stay >= 1e-3.
+    The network trains on sum_i w_i L_i, as in the paper: the shared update is sum_i w_i g_i and
+    each head gets w_i times its own gradient. W, where the norms are measured, is the paper's
+    "last shared layer": `layer` names it in a config as dotted parameter-name prefix(es) of the
+    shared parameters (e.g. "fra", "neck.output"; resolved by `bind`), `layer_params` passes the
+    tensors directly; neither = all shared parameters (K backward passes through the whole
+    trunk; a layer is much cheaper because the per-task backward stops there). The weights take
+    one Adam step (lr) per full measurement on sum_i |w_i n_i - target_i| (target held constant;
+    its gradient is analytic) and are renormalised to sum to K; they stay >= 1e-3. L_i(0) is
+    task i's loss at its first measurement; a partial measurement does not step the weights.
     """
 
     name = "gradnorm"
@@ -555,20 +1029,40 @@ class GradNorm(MultiTaskMethod):
         tasks: Sequence[str],
         asymmetry: float = 1.5,
         lr: float = 0.025,
+        layer: str | Sequence[str] | None = None,
         layer_params: Sequence[Tensor] | None = None,
         update_every: int = 1,
+        ema_beta: float = 0.9,
     ) -> None:
-        super().__init__(tasks, update_every)
+        super().__init__(tasks, update_every, ema_beta)
         if asymmetry < 0 or lr <= 0:
             raise ValueError(f"asymmetry={asymmetry} must be >= 0 and lr={lr} > 0")
+        if layer is not None:
+            names = [layer] if isinstance(layer, str) else layer
+            if (
+                not isinstance(names, Sequence)
+                or not names
+                or not all(isinstance(n, str) and n for n in names)
+            ):
+                raise ValueError(f"layer={layer!r}; must be a parameter-name prefix or a list")
+            if layer_params is not None:
+                raise ValueError("give GradNorm either layer or layer_params, not both")
+            layer = layer if isinstance(layer, str) else list(layer)
         self.asymmetry = asymmetry
+        self.layer = layer
         self.layer_params = list(layer_params) if layer_params is not None else None
         self._weights = torch.ones(len(self.tasks), dtype=torch.float64, requires_grad=True)
         self._optimizer = torch.optim.Adam([self._weights], lr=lr)
-        self._initial: np.ndarray | None = None
+        self._initial = np.full(len(self.tasks), np.nan)
+
+    def bind(self, named_shared: Sequence[tuple[str, Tensor]]) -> None:
+        if self.layer is not None:
+            self.layer_params = select_parameters(named_shared, self.layer)
 
     def _measure_params(self, shared: list[Tensor]) -> list[Tensor]:
         if self.layer_params is None:
+            if self.layer is not None:
+                raise RuntimeError(f"GradNorm(layer={self.layer!r}) must be bound: call bind()")
             return shared
         layer = [p for p in self.layer_params if p.requires_grad]
         if not layer:
@@ -578,39 +1072,47 @@ class GradNorm(MultiTaskMethod):
     def _solve(self, gram, losses, active):
         k = len(self.tasks)
         current = self._weights.detach().numpy().copy()
-        values = np.array([float(loss.detach()) for loss in losses])
-        if self._initial is None:
-            self._initial = np.maximum(np.abs(values), 1e-12)
-        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
         mask = np.zeros(k, dtype=bool)
         mask[list(active)] = True
-        if mask.any():
-            rate = values / self._initial
-            inv_rate = rate / rate[mask].mean()
-            target = (current * norms)[mask].mean() * np.power(
-                np.maximum(inv_rate, 0.0), self.asymmetry
-            )
-            grad = np.where(mask, np.sign(current * norms - target) * norms, 0.0)
-            self._weights.grad = torch.as_tensor(grad)
-            self._optimizer.step()
-            with torch.no_grad():
-                self._weights.clamp_(min=1e-3)
-                self._weights.mul_(k / self._weights.sum())
-        return current, current, False
+        values = np.array([float(loss.detach()) for loss in losses])
+        if self._initial is None:  # state of a run saved before L_i(0) became per task
+            self._initial = np.full(k, np.nan)
+        first = mask & np.isnan(self._initial)
+        self._initial[first] = np.maximum(np.abs(values[first]), 1e-12)
+        coef = np.where(mask, current, 0.0)
+        if not mask.all():  # partial measurement: the balance of all tasks is not observed
+            return coef, coef, False
+        norms = np.sqrt(np.clip(np.diag(gram), 0.0, None))
+        rate = values / self._initial
+        inv_rate = rate / rate.mean()
+        target = (current * norms).mean() * np.power(np.maximum(inv_rate, 0.0), self.asymmetry)
+        grad = np.sign(current * norms - target) * norms
+        self._weights.grad = torch.as_tensor(grad)
+        self._optimizer.step()
+        with torch.no_grad():
+            self._weights.clamp_(min=1e-3)
+            self._weights.mul_(k / self._weights.sum())
+        return coef, coef, False
 
 
 class PCGrad(MultiTaskMethod):
     """PCGrad (Yu et al. 2020): project each task gradient off the ones it conflicts with.
 
     Shared update: sum of the projected gradients (random projection order, `seed` for
-    reproducibility). Heads receive their own unscaled gradient on measurement steps; between
-    measurements the last coefficients are reused for the whole backward.
+    reproducibility). Heads receive their own unscaled gradient (w = 1), on measurement and
+    reuse steps alike.
     """
 
     name = "pcgrad"
 
-    def __init__(self, tasks: Sequence[str], update_every: int = 1, seed: int | None = None):
-        super().__init__(tasks, update_every)
+    def __init__(
+        self,
+        tasks: Sequence[str],
+        update_every: int = 1,
+        seed: int | None = None,
+        ema_beta: float = 0.9,
+    ):
+        super().__init__(tasks, update_every, ema_beta)
         self._rng = np.random.default_rng(seed)
 
     def _solve(self, gram, losses, active):
@@ -621,15 +1123,20 @@ class PCGrad(MultiTaskMethod):
 class CAGrad(MultiTaskMethod):
     """CAGrad (Liu et al. 2021), c in [0, 1): conflict-averse update around the mean gradient.
 
-    Heads receive their own unscaled gradient on measurement steps.
+    Heads receive their own unscaled gradient (w = 1), on measurement and reuse steps alike.
     """
 
     name = "cagrad"
 
     def __init__(
-        self, tasks: Sequence[str], c: float = 0.4, rescale: bool = True, update_every: int = 1
+        self,
+        tasks: Sequence[str],
+        c: float = 0.4,
+        rescale: bool = True,
+        update_every: int = 1,
+        ema_beta: float = 0.9,
     ) -> None:
-        super().__init__(tasks, update_every)
+        super().__init__(tasks, update_every, ema_beta)
         if not 0.0 <= c < 1.0:
             raise ValueError(f"c={c}; must be in [0, 1)")
         self.c = c
@@ -637,25 +1144,25 @@ class CAGrad(MultiTaskMethod):
 
     def _solve(self, gram, losses, active):
         coef = np.zeros(gram.shape[0])
-        if active:
-            sub = gram[np.ix_(active, active)]
-            if np.abs(sub).max() > 0:
-                coef[list(active)] = cagrad_coefficients(sub, self.c, self.rescale)
+        sub = gram[np.ix_(active, active)]
+        if np.abs(sub).max() > 0:
+            coef[list(active)] = cagrad_coefficients(sub, self.c, self.rescale)
         return coef, np.ones(gram.shape[0]), False
 
 
 class MGDA(MultiTaskMethod):
-    """MGDA (Sener & Koltun 2018): loss weights = the min-norm point of the gradients' convex hull."""
+    """MGDA (Sener & Koltun 2018): the shared update is the min-norm point sum_i w_i g_i of the
+    gradients' convex hull; each head is trained on its own task's gradient, unscaled
+    (Algorithm 2 of the paper), so a task whose min-norm weight is 0 still trains its head."""
 
     name = "mgda"
 
     def _solve(self, gram, losses, active):
         weights = np.zeros(gram.shape[0])
-        if active:
-            sub = gram[np.ix_(active, active)]
-            if np.abs(sub).max() > 0:
-                weights[list(active)] = min_norm_weights(sub)
-        return weights, weights, False
+        sub = gram[np.ix_(active, active)]
+        if np.abs(sub).max() > 0:
+            weights[list(active)] = min_norm_weights(sub)
+        return weights, np.ones(gram.shape[0]), False
 
 
 METHODS: dict[str, type[MultiTaskMethod]] = {

@@ -6,9 +6,19 @@ Output directory (rank 0 writes it)::
     last.pt            checkpoint (fusion_perception.checkpoint format) after every epoch / at stop
     best.pt            the checkpoint with the best ``eval.best_metric`` so far
     last_state.pt      resume state: optimizer, scheduler, epoch, step, RNG, multitask-method state
-    train_log.csv      one row per step: losses, alpha, per-task gradient norms, cosine, lr, time
+    train_log.csv      one row per step: losses, alpha, per-task gradient norms, cosine, lr, time,
+                       the premise diagnostics (EMA cosine, shared/head gradient ratios, clip factor)
     eval_log.csv       one row per evaluation
     tensorboard/       the same scalars for TensorBoard
+    mtl_summary.json   the multitask method's run summary (`MultiTaskMethod.summary`), also logged
+
+Gradient step: the multitask method backpropagates both task losses and clips ``grad_clip``
+inside itself (``mtl.clip``: by default the shared parameters' gradient only, as Nash-MTL does;
+heads unclipped), so the engine's own all-parameter clip is off. Exception: float16 AMP (weighted
+sum only) clips all parameters together in the engine, after the GradScaler unscales. For
+adaptive methods the detection loss of a batch without objects (no box in any image whose
+``labelled`` is true) is handed to the method detached: that task is left out of the solve for
+that step (see `fusion_training.mtl`).
 
 Reproducibility: the model is initialised from ``seed``; each epoch's sample order comes from a
 `DistributedSampler` seeded with ``seed`` (one process = one replica), and each training item is
@@ -27,6 +37,7 @@ from __future__ import annotations
 import csv
 import inspect
 import itertools
+import json
 import logging
 import math
 import os
@@ -61,15 +72,24 @@ from fusion_training.engine import (
     evaluate,
     train_one_epoch,
 )
-from fusion_training.losses import UniFusODLoss
+from fusion_training.losses import LossOutput, UniFusODLoss
 from fusion_training.mtl import MultiTaskMethod, build_method
 
-__all__ = ["EpochSampler", "FitResult", "PreparedDataset", "Trainer"]
+__all__ = [
+    "EpochSampler",
+    "ExcludeObjectless",
+    "FitResult",
+    "PreparedDataset",
+    "Trainer",
+    "batch_has_objects",
+    "write_mtl_summary",
+]
 
 log = logging.getLogger(__name__)
 
 LAST, BEST, LAST_STATE, CONFIG = "last.pt", "best.pt", "last_state.pt", "config.yaml"
 TRAIN_LOG, EVAL_LOG = "train_log.csv", "eval_log.csv"
+MTL_SUMMARY = "mtl_summary.json"
 STATE_VERSION = 1
 
 
@@ -137,7 +157,8 @@ def _method_state(method: MultiTaskMethod) -> dict[str, tuple[str, Any]]:
     GradNorm's weights and optimizer, PCGrad's generator), tagged by how to restore it."""
     state = {}
     for key, value in vars(method).items():
-        if key in ("tasks", "update_every", "layer_params"):
+        # configuration, set from the config at start-up (not restored from the state)
+        if key in ("tasks", "update_every", "layer_params", "clip_norm", "clip_mode"):
             continue
         if isinstance(value, torch.optim.Optimizer):
             state[key] = ("optimizer", value.state_dict())
@@ -187,6 +208,88 @@ def _seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------- objectless batches
+
+
+def batch_has_objects(targets) -> bool:
+    """Whether the batch has a positive detection target: a box in an image whose ``labelled``
+    is true (an unlabelled, fusion-only image carries no detection signal)."""
+    return any(bool(t.get("labelled", True)) and t["boxes"].shape[0] > 0 for t in targets)
+
+
+class ExcludeObjectless:
+    """Training criterion for adaptive methods: on a batch without objects the detection task
+    loss is detached, so the method leaves detection out of that step's solve (its focal loss on
+    negatives alone has a tiny shared gradient, which would blow alpha_det up). ``terms`` (the
+    logged losses) are unchanged."""
+
+    def __init__(self, criterion: UniFusODLoss) -> None:
+        self.criterion = criterion
+
+    def __getattr__(self, name: str) -> Any:
+        if "criterion" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["criterion"], name)
+
+    def __call__(self, model, out, rgb, thermal, targets) -> LossOutput:
+        loss = self.criterion(model, out, rgb, thermal, targets)
+        if batch_has_objects(targets):
+            return loss
+        tasks = {**loss.tasks, "detection": loss.tasks["detection"].detach()}
+        return LossOutput(tasks=tasks, terms=loss.terms)
+
+
+def _json_safe(value: Any) -> Any:
+    """Plain JSON types: NaN/inf -> null, numpy scalars -> Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.generic,)):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _fmt(stat: Mapping[str, Any] | None, key: str = "mean") -> str:
+    value = (stat or {}).get(key)
+    return "n/a" if value is None else f"{value:.3g}"
+
+
+def write_mtl_summary(method: MultiTaskMethod, out_dir: Path) -> dict[str, Any]:
+    """Write the method's run summary to ``mtl_summary.json`` and log it (two lines: the
+    numbers, and whether Nash's premise held)."""
+    summary = _json_safe(method.summary())
+    with (out_dir / MTL_SUMMARY).open("w", encoding="utf-8") as stream:
+        json.dump(summary, stream, indent=2)
+    pair = next(iter(summary["ema_cosine"]), None)
+    tasks = summary["tasks"]
+    log.info(
+        "mtl summary (%s, %d steps, %d measurements, %d partial): cos %s mean, EMA cos %s last "
+        "/ %s min; |g shared|/|g head| %s; alpha %s; clip factor %s mean, clipped %s of steps; "
+        "excluded steps %s (%s)",
+        summary["method"],
+        summary["steps"],
+        summary["measurements"],
+        summary["partial_measurements"],
+        _fmt(summary["cosine"].get(pair)),
+        _fmt(summary["ema_cosine"].get(pair), "last"),
+        _fmt(summary["ema_cosine"].get(pair), "min"),
+        ", ".join(f"{t} {_fmt(summary['shared_to_head_grad_ratio'][t])}" for t in tasks),
+        ", ".join(f"{t} {_fmt(summary['alpha'][t])}" for t in tasks),
+        _fmt(summary["clip_factor"]),
+        "n/a" if summary["clipped_fraction"] is None else f"{summary['clipped_fraction']:.0%}",
+        summary["excluded_steps"],
+        out_dir / MTL_SUMMARY,
+    )
+    if summary["premise_conflicting_gradients"] is False:
+        log.warning("mtl: %s", summary["premise"])
+    else:
+        log.info("mtl: %s", summary["premise"])
+    return summary
 
 
 # ----------------------------------------------------------------------------- logging
@@ -442,12 +545,22 @@ class Trainer:
             )
         return train_loader, sampler, val_loader
 
-    def _method(self) -> MultiTaskMethod:
+    def _method(self, core: torch.nn.Module, clip: bool = True) -> MultiTaskMethod:
+        """The configured method, bound to the model's shared parameter names; with ``clip`` it
+        clips ``grad_clip`` itself (``mtl.clip``)."""
         mtl = self.config.mtl
         kwargs = dict(mtl.options)
         if mtl.update_every is not None:
             kwargs["update_every"] = mtl.update_every
-        return build_method(mtl.method, TASKS, **kwargs)
+        method = build_method(mtl.method, TASKS, **kwargs)
+        shared = {id(p) for p in core.shared_parameters()}
+        try:
+            method.bind([(n, p) for n, p in core.named_parameters() if id(p) in shared])
+        except ValueError as error:
+            raise ValueError(f"mtl.options: {error}") from None
+        if clip:
+            method.set_clip(self.config.grad_clip, mtl.clip)
+        return method
 
     def _optimizer(self, model: torch.nn.Module):
         opt, sched = self.config.optimizer, self.config.scheduler
@@ -488,12 +601,18 @@ class Trainer:
         core = build_model(model_cfg).to(device)
         self.model = core
         optimizer, scheduler = self._optimizer(core)
-        method = self._method()
         criterion = UniFusODLoss(cfg.loss_weights())
         amp = AmpSettings(cfg.amp and device.type == "cuda", getattr(torch, cfg.amp_dtype))
         scaler = (
             torch.amp.GradScaler("cuda") if amp.enabled and amp.dtype == torch.float16 else None
         )
+        # the method clips inside itself; gradients scaled by a GradScaler can only be clipped
+        # after unscaling, i.e. in the engine, all parameters together
+        method = self._method(core, clip=scaler is None)
+        engine_clip = cfg.grad_clip if scaler is not None else None
+        if scaler is not None and cfg.grad_clip is not None and info.main:
+            log.info("float16 AMP: grad_clip clips all parameters together (mtl.clip ignored)")
+        train_criterion = ExcludeObjectless(criterion) if method.adaptive else criterion
         if cfg.amp and device.type != "cuda" and info.main:
             log.info("amp: autocast is only used on CUDA; training in float32 on %s", device)
 
@@ -565,7 +684,7 @@ class Trainer:
                 start, before = time.perf_counter(), step
                 step = train_one_epoch(
                     model,
-                    criterion,
+                    train_criterion,
                     method,
                     optimizer,
                     train_loader,
@@ -574,7 +693,7 @@ class Trainer:
                     step,
                     amp=amp,
                     scaler=scaler,
-                    grad_clip=cfg.grad_clip,
+                    grad_clip=engine_clip,
                     max_steps=cfg.max_steps,
                     on_step=run_log.step,
                     progress=cfg.progress and info.main,
@@ -604,6 +723,8 @@ class Trainer:
                 save_state()
         finally:
             run_log.close()
+        if info.main:
+            write_mtl_summary(method, self.out_dir)
         last, best_path = self.out_dir / LAST, self.out_dir / BEST
         return FitResult(
             step=step,
