@@ -762,7 +762,9 @@ class Trainer:
                 f"resume: {ckpt_path} is from step {checkpoint.provenance.get('step')} but "
                 f"{state_path} from step {state['step']}; the run was interrupted while saving"
             )
-        if checkpoint.model_config != model_cfg:
+        # checkpoints never record the initial backbone weights (see new_checkpoint)
+        initial = replace(model_cfg, backbone=replace(model_cfg.backbone, weights=None))
+        if checkpoint.model_config != initial:
             raise ValueError(
                 f"resume: {ckpt_path} was trained with another model config than {self.config.model}"
             )
