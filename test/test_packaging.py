@@ -51,13 +51,13 @@ def test_demo_model_is_installed_small_and_loads() -> None:
     share = Path(ament_index.get_package_share_directory("fusion_perception"))
     assert installed == share / "models" / "demo.pt"
     assert installed.read_bytes() == (REPO / "models" / "demo.pt").read_bytes()
-    assert installed.stat().st_size <= 10 * 2**20
+    assert installed.stat().st_size <= 25 * 2**20  # the shipped model's size budget
     checkpoint = load_checkpoint(installed)
     assert checkpoint.class_names == ["person", "car"]
     provenance = checkpoint.provenance
-    assert provenance["tool"] == "fusion-train" and provenance["config"]["name"] == "demo_nano"
+    assert provenance["tool"] == "fusion-train" and provenance["config"]["name"] == "real_lite0"
     assert provenance["config"]["seed"] == 0 and provenance["metrics"]["mAP50"] > 0.8
-    assert provenance["config"]["model"] == "config/models/nano.yaml"  # no build-machine paths
+    assert provenance["config"]["model"] == "config/models/lite0.yaml"  # no build-machine paths
 
 
 @pytest.mark.slow
