@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from fusion_training.benchmark import VIFB_NAMES
 from fusion_training.metrics import fusion as fm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -23,22 +24,6 @@ DATA = Path(os.environ.get("FUSION_SHARED_DATA", REPO.parent / "shared" / "data"
 METHODS_DIR = DATA / "vifb_methods"
 REFERENCE = METHODS_DIR / "vifb_metrics.json"
 
-# Our metric name -> VIFB's (metrics/metrics<Name>.m, output/evaluation_metrics_single/*.txt).
-VIFB_NAMES = {
-    "EN": "Entropy",
-    "SD": "Variance",
-    "SF": "Spatial_frequency",
-    "AG": "Avg_gradient",
-    "MI": "Mutinf",
-    "Qabf": "Qabf",
-    "SSIM": "Ssim",
-    "PSNR": "Psnr",
-    "RMSE": "Rmse",
-    "CE": "Cross_entropy",
-    "EI": "Edge_intensity",
-    "Qcb": "Qcb",
-    "Qcv": "Qcv",
-}
 MEAN_TOL, IMAGE_TOL = 0.01, 0.02
 
 

@@ -146,11 +146,8 @@ def llvip_dataset(data: Path):
 
 
 def shown(path: Path) -> str:
-    """A path as the report prints it: relative to the repository when inside it."""
-    try:
-        return str(path.resolve().relative_to(REPO))
-    except ValueError:
-        return str(path)
+    """A path as the report prints it: relative to the repository (no build-machine paths)."""
+    return os.path.relpath(path.resolve(), REPO)
 
 
 def file_digest(path: Path) -> str:

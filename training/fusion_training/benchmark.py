@@ -348,7 +348,7 @@ def run_benchmark(
         "description": description,
         "colour_note": colour_note,
         "pairs": pairs,
-        "data_root": str(vifb_paths(root)["root"]),
+        "data_root": os.path.relpath(vifb_paths(root)["root"]),  # no build-machine paths
         "conventions": {},
     }
     for c in conventions:
