@@ -55,8 +55,10 @@ def test_demo_model_is_installed_small_and_loads() -> None:
     checkpoint = load_checkpoint(installed)
     assert checkpoint.class_names == ["person", "car"]
     provenance = checkpoint.provenance
-    assert provenance["tool"] == "fusion-train" and provenance["config"]["name"] == "real_lite0"
-    assert provenance["config"]["seed"] == 0 and provenance["metrics"]["mAP50"] > 0.8
+    config = provenance["config"]
+    assert provenance["tool"] == "fusion-train" and config["name"] == "real_lite0_stage2"
+    assert config["init_weights"] is not None  # stage 2 starts from stage 1 (real_lite0.yaml)
+    assert config["seed"] == 1 and provenance["metrics"]["mAP50"] > 0.8
     assert provenance["config"]["model"] == "config/models/lite0.yaml"  # no build-machine paths
 
 

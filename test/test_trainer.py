@@ -148,6 +148,39 @@ def test_resume_continues_exactly_like_an_uninterrupted_run(tmp_path):
         assert ra["lr"] == rb["lr"]
 
 
+def test_init_weights_starts_from_a_checkpoint_with_a_fresh_optimizer(tmp_path):
+    Trainer(_config(tmp_path / "base", max_steps=2, seed=5)).fit()  # other initial weights
+    base = load_checkpoint(tmp_path / "base" / "last.pt")
+    config = _config(tmp_path / "tuned", max_steps=1, init_weights=str(tmp_path / "base/last.pt"))
+    Trainer(config).fit()
+    tuned = load_checkpoint(tmp_path / "tuned" / "last.pt")
+    assert tuned.provenance["config"]["init_weights"] == str(tmp_path / "base" / "last.pt")
+    state = torch.load(tmp_path / "tuned" / "last_state.pt", weights_only=False)
+    assert {float(s["step"]) for s in state["optimizer"]["state"].values()} == {1.0}
+    # one step from the base weights stays close to them; the seed's own initialisation does not
+    Trainer(_config(tmp_path / "fresh", max_steps=1)).fit()
+    fresh = load_checkpoint(tmp_path / "fresh" / "last.pt")
+    keys = [k for k, v in base.state_dict.items() if v.is_floating_point()]
+
+    def distance(checkpoint) -> float:
+        return sum((checkpoint.state_dict[k] - base.state_dict[k]).abs().sum().item() for k in keys)
+
+    to_base, fresh_to_base = distance(tuned), distance(fresh)
+    assert to_base < 0.5 * fresh_to_base
+
+
+def test_init_weights_refuses_another_network_or_other_classes(tmp_path):
+    Trainer(_config(tmp_path / "base", max_steps=1)).fit()
+    ckpt = str(tmp_path / "base" / "last.pt")
+    with pytest.raises(ValueError, match=r"init_weights: .* detects \['person', 'car'\]"):
+        Trainer(_config(tmp_path / "a", max_steps=1, init_weights=ckpt, classes=["car"])).fit()
+    other = {"init_weights": ckpt, "model_overrides": {"fusion_head.channels": 16}}
+    with pytest.raises(ValueError, match=r"init_weights: .* another network"):
+        Trainer(_config(tmp_path / "b", max_steps=1, **other)).fit()
+    with pytest.raises(ValueError, match=r"init_weights: file: .* does not exist"):
+        Trainer(_config(tmp_path / "c", max_steps=1, init_weights=str(tmp_path / "no.pt"))).fit()
+
+
 @pytest.fixture(scope="module")
 def tiny_batches():
     data = build_dataset("synthetic", length=4, width=64, height=64, seed=5, max_objects=3)

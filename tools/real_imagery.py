@@ -94,6 +94,11 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="extra checkpoint for the ablation table (repeatable)",
     )
     parser.add_argument(
+        "--ablation-from",
+        type=Path,
+        help="keep the ablation rows of an earlier results.json (their checkpoints need not exist)",
+    )
+    parser.add_argument(
         "--data",
         type=Path,
         default=default_data(),
@@ -565,7 +570,8 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
             "## 7. Ablation",
             "",
             "Each checkpoint scored by the same functions as above; the first row is the "
-            "checkpoint of this report.",
+            "checkpoint of this report; rows marked 'scored' come from an earlier run of this "
+            "tool (--ablation-from).",
             "",
             "| name | VIFB Qabf | VIFB VIF | VIFB AG | LLVIP person AP50 | synthetic night mAP50 "
             "| boxes/scene mean | boxes/scene max |",
@@ -573,8 +579,9 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
         ]
         for row in results["models"]:
             means = row["vifb"]["means"]
+            when = f" (scored {row['reused_from']})" if "reused_from" in row else ""
             lines.append(
-                f"| {row['name']} | {fmt(means['Qabf'])} | {fmt(means['VIF'])} | "
+                f"| {row['name']}{when} | {fmt(means['Qabf'])} | {fmt(means['VIF'])} | "
                 f"{fmt(means['AG'])} | {fmt(row['llvip']['person_AP50'])} | "
                 f"{fmt(row['synthetic_night']['mAP50'])} | {row['boxes']['mean']:.2f} | "
                 f"{row['boxes']['max']} |"
@@ -604,6 +611,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     for name, path in args.ablation:
         models.append(score_model(path, name, images, llvip, args))
         models[-1]["name"] = name
+    if args.ablation_from is not None:
+        earlier = json.loads(args.ablation_from.read_text(encoding="utf-8"))
+        for row in earlier["models"][1:]:
+            models.append({**row, "reused_from": earlier["date"]})
     references = score_references(args.data, images)
     means = {ours: models[0]["vifb"]["means"]}
     means.update({method: scores.means for method, scores in references.items()})
@@ -620,7 +631,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     timing = time_forward(timed, args)
 
     for model in models:
-        del model["_engine"], model["_fused"]
+        model.pop("_engine", None)
+        model.pop("_fused", None)
     results = {
         "command": shlex.join([".venv/bin/python", "tools/real_imagery.py", *argv]),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

@@ -147,7 +147,9 @@ class TrainingConfig:
     CPU) in ``amp_dtype``; float16 needs a GradScaler, so only the weighted_sum method allows it.
     grad_clip: max gradient norm (null = off), applied by the multitask method as ``mtl.clip``
     says (default: the shared parameters' gradient only). deterministic: deterministic kernels.
-    log_every: write a CSV/TensorBoard row every N steps.
+    log_every: write a CSV/TensorBoard row every N steps. init_weights: a checkpoint whose
+    weights start the run (fine-tuning, e.g. the shipped model on your own bags); its model
+    config and class names must match this run's; optimizer and schedule start fresh.
     """
 
     model: str
@@ -176,6 +178,7 @@ class TrainingConfig:
     device: str = "auto"
     log_every: int = 1
     progress: bool = True
+    init_weights: str | None = None
 
     # -- derived views (validated at load, so these cannot fail afterwards)
     def model_config(self) -> ModelConfig:

@@ -56,7 +56,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from torch.utils.tensorboard import SummaryWriter
 
-from fusion_perception.checkpoint import load_checkpoint, new_checkpoint, save_checkpoint
+from fusion_perception.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    new_checkpoint,
+    save_checkpoint,
+)
 from fusion_perception.engine import select_device
 from fusion_perception.imaging import make_normalizer
 from fusion_perception.model import TASKS, ModelConfig, build_model
@@ -599,6 +604,10 @@ class Trainer:
         train_loader, sampler, val_loader = self._loaders(train, val, rotated, info, device)
         _seed_everything(cfg.seed)  # identical initial weights on every rank and every run
         core = build_model(model_cfg).to(device)
+        if cfg.init_weights is not None and not resume:
+            _init_weights(core, model_cfg, class_names, cfg.init_weights)
+            if info.main:
+                log.info("weights initialised from %s", cfg.init_weights)
         self.model = core
         optimizer, scheduler = self._optimizer(core)
         criterion = UniFusODLoss(cfg.loss_weights())
@@ -762,9 +771,7 @@ class Trainer:
                 f"resume: {ckpt_path} is from step {checkpoint.provenance.get('step')} but "
                 f"{state_path} from step {state['step']}; the run was interrupted while saving"
             )
-        # checkpoints never record the initial backbone weights (see new_checkpoint)
-        initial = replace(model_cfg, backbone=replace(model_cfg.backbone, weights=None))
-        if checkpoint.model_config != initial:
+        if checkpoint.model_config != _as_saved(model_cfg):
             raise ValueError(
                 f"resume: {ckpt_path} was trained with another model config than {self.config.model}"
             )
@@ -782,6 +789,30 @@ class Trainer:
         _set_rng_state(state["rng"])
         log.info("resumed from %s at step %d (epoch %d)", state_path, state["step"], state["epoch"])
         return state
+
+
+def _as_saved(model_cfg: ModelConfig) -> ModelConfig:
+    """The model config as a checkpoint records it: without the initial backbone weights file
+    (see `new_checkpoint`)."""
+    return replace(model_cfg, backbone=replace(model_cfg.backbone, weights=None))
+
+
+def _init_weights(
+    core: torch.nn.Module, model_cfg: ModelConfig, class_names: list[str], path: str
+) -> None:
+    """Start from a checkpoint's weights (fine-tuning); it must be the same network and classes."""
+    try:
+        checkpoint = load_checkpoint(path)
+    except CheckpointError as error:
+        raise ValueError(f"init_weights: {error}") from None
+    if list(checkpoint.class_names) != list(class_names):
+        raise ValueError(
+            f"init_weights: {path} detects {list(checkpoint.class_names)}, "
+            f"the run trains {list(class_names)}"
+        )
+    if checkpoint.model_config != _as_saved(model_cfg):
+        raise ValueError(f"init_weights: {path} holds another network than the run's model config")
+    core.load_state_dict(checkpoint.state_dict)
 
 
 class _Saver:
