@@ -8,6 +8,8 @@ input size, the thermal normalization the model was trained with, and provenance
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import json
 import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -47,6 +49,19 @@ class Checkpoint:
                 f"(missing {result.missing_keys[:5]}, unexpected {result.unexpected_keys[:5]})"
             )
         return model.to(device).eval()
+
+    def fingerprint(self) -> str:
+        """sha256 of what fixes the network's forward pass: weights (names, dtypes, shapes,
+        bytes), model config and input size. Exported artifacts record it, so a runtime can
+        refuse one made from another checkpoint; class names and normalization are not in it."""
+        digest = hashlib.sha256()
+        graph = {"model": self.model_config.to_dict(), "input_size": list(self.input_size)}
+        digest.update(json.dumps(graph, sort_keys=True).encode())
+        for key in sorted(self.state_dict):
+            tensor = self.state_dict[key].detach().cpu().contiguous()
+            digest.update(f"{key}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -143,6 +158,7 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
     bad = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     if bad:
         raise CheckpointError(f"state_dict: entries are not tensors: {bad[:5]}")
+    check_finite(state_dict)
     class_names = _require(data, "class_names", list)
     if not class_names or not all(isinstance(n, str) and n for n in class_names):
         raise CheckpointError(f"class_names: expected non-empty strings, found {class_names!r}")
@@ -164,6 +180,45 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
     )
     validate(checkpoint)
     return checkpoint
+
+
+def check_finite(state_dict: dict[str, torch.Tensor]) -> None:
+    """Refuse weights holding NaN or Inf (a diverged training run), naming the tensors."""
+    bad = []
+    for key, tensor in state_dict.items():
+        if tensor.is_floating_point() or tensor.is_complex():
+            finite = torch.isfinite(tensor)
+            if not bool(finite.all()):
+                bad.append((key, int(finite.numel() - finite.sum()), finite.numel()))
+    if bad:
+        named = ", ".join(f"{key} ({count} of {total})" for key, count, total in bad[:5])
+        more = f" and {len(bad) - 5} more tensor(s)" if len(bad) > 5 else ""
+        raise CheckpointError(
+            f"state_dict: non-finite (NaN/Inf) weights in {named}{more}; the checkpoint comes "
+            "from a diverged training run, use an earlier one"
+        )
+
+
+def _not_a_checkpoint(path: Path) -> str | None:
+    """Why ``path`` is plainly not a torch checkpoint (empty, text, other format), or None.
+
+    torch.save writes a zip archive (``PK``); older files are a pickle (``0x80``).
+    """
+    with path.open("rb") as stream:
+        head = stream.read(4096)
+    if not head:
+        return f"file: {path} is empty (0 bytes), not a checkpoint"
+    if head.startswith((b"PK\x03\x04", b"\x80")):
+        return None
+    if b"\x00" not in head:
+        try:
+            text = head.decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text is not None:
+            first = text.strip().splitlines()[0][:60] if text.strip() else ""
+            return f"file: {path} is a text file (starts with {first!r}), not a checkpoint"
+    return f"file: {path} is not a checkpoint (not a torch.save file; starts with {head[:8]!r})"
 
 
 def validate(checkpoint: Checkpoint) -> None:
@@ -200,8 +255,20 @@ def validate(checkpoint: Checkpoint) -> None:
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read and validate a checkpoint; never unpickles arbitrary objects."""
     path = Path(path)
+    if path.is_dir():
+        inside = sorted(p.name for p in path.glob("*.pt"))
+        hint = f"it holds {', '.join(inside[:5])}" if inside else "it holds no .pt file"
+        raise CheckpointError(
+            f"file: {path} is a directory, not a checkpoint file ({hint}); give the file's path"
+        )
     if not path.is_file():
         raise CheckpointError(f"file: {path} does not exist")
+    try:
+        reason = _not_a_checkpoint(path)
+    except OSError as exc:
+        raise CheckpointError(f"file: {path} cannot be read ({exc.strerror or exc})") from None
+    if reason is not None:
+        raise CheckpointError(reason)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for truncated or foreign files

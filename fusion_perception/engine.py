@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from fusion_perception.backends import load_backend
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
 from fusion_perception.imaging import merge_fused_luma
 from fusion_perception.model.pyramid_fusion import fuse_pyramid, levels_for_size
@@ -163,8 +164,13 @@ class FusionEngine:
     """Runs one checkpoint: `infer(rgb, thermal)` -> fused image + detections in RGB pixels.
 
     device: 'auto' (CUDA if present), 'cpu' or 'cuda[:N]'. fp16: half precision, default on for
-    CUDA. warmup: forward passes at construction so the first real frame is not slow.
-    tune_allocator: on CPU, see `tune_cpu_allocator`.
+    CUDA. backend: who runs the forward pass (`fusion_perception.backends.BACKEND_CHOICES`;
+    'auto' = the fastest installed for the device). The default stays eager 'torch' so library
+    users (evaluation, tests) get the checkpoint's own numbers and never an export; the node
+    and fusion-infer default to 'auto'. artifact: an exported file for that backend; None
+    exports the checkpoint into the cache on first use. Either way the artifact is checked
+    against the checkpoint before use. warmup: forward passes at construction so the first
+    real frame is not slow. tune_allocator: on CPU, see `tune_cpu_allocator`.
     """
 
     def __init__(
@@ -177,6 +183,8 @@ class FusionEngine:
         max_detections: int = 100,
         warmup: int = 1,
         tune_allocator: bool = True,
+        backend: str = "torch",
+        artifact: str | os.PathLike | None = None,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(checkpoint)
@@ -191,14 +199,13 @@ class FusionEngine:
         if tune_allocator and self.device.type == "cpu":
             tune_cpu_allocator()
         self.fp16 = self.device.type == "cuda" if fp16 is None else fp16
-        if self.fp16 and self.device.type != "cuda":
-            raise ValueError("fp16: half precision is only supported on CUDA devices")
         self.score_threshold = score_threshold
         self.nms_threshold = nms_threshold
         self.max_detections = max_detections
-        self.model = checkpoint.build_model(self.device)
-        if self.fp16:
-            self.model.half()
+        self.model = checkpoint.build_model(self.device)  # postprocess, and the torch backend
+        self.backend = load_backend(
+            checkpoint, self.model, backend, self.device, self.fp16, artifact
+        )
         self.input_size = checkpoint.input_size
         self.class_names = checkpoint.class_names
         self.rotated = checkpoint.model_config.detection_head.rotated
@@ -212,8 +219,7 @@ class FusionEngine:
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(image).to(self.device, non_blocking=True)
         tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
-        tensor = tensor[None].to(torch.float16 if self.fp16 else torch.float32)
-        return tensor
+        return tensor[None].float()  # the backend casts to its own precision
 
     def _fuse_native(
         self, weight: torch.Tensor, box: Letterbox, rgb: np.ndarray, thermal: np.ndarray
@@ -245,7 +251,7 @@ class FusionEngine:
         thermal_in = self._to_tensor(box.apply(thermal.astype(np.float32), self.input_size, 0.0))
         t1 = time.perf_counter()
         with torch.inference_mode():
-            outputs = self.model(rgb_in, thermal_in)
+            outputs = self.backend.forward(rgb_in, thermal_in)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t2 = time.perf_counter()

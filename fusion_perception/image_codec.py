@@ -78,6 +78,25 @@ def decode(
     return pixels.reshape(shape)
 
 
+def decode_compressed_rgb(data: Any, fmt: str = "") -> np.ndarray:
+    """A CompressedImage payload (any format OpenCV reads: jpeg, png, ...) -> RGB uint8 HxWx3.
+
+    Empty or undecodable data raises ImageEncodingError ("data: ...") instead of an OpenCV
+    assertion.
+    """
+    import cv2  # only the compressed path needs OpenCV
+
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if buffer.size == 0:
+        raise ImageEncodingError(f"data: CompressedImage (format {fmt!r}) has no data (0 bytes)")
+    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ImageEncodingError(
+            f"data: CompressedImage (format {fmt!r}, {buffer.size} bytes) could not be decoded"
+        )
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
 def decode_msg(msg: Any) -> np.ndarray:
     """`decode` applied to an Image-shaped message (rclpy or rosbags)."""
     return decode(msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian))

@@ -25,6 +25,7 @@ __all__ = [
     "SCHEME_VERSIONS",
     "Registration",
     "ThermalNormalizer",
+    "check_network_fit",
     "make_normalizer",
     "merge_fused_luma",
     "rgb_to_ycbcr",
@@ -47,6 +48,12 @@ _THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32)
 
 
 PERCENTILE_SAMPLES = 65_536
+# Percentile scheme, outlier guard: a frame whose percentile bounds disagree with the smoothed ones
+# by more than this factor (span ratio, or distance from the current range in spans) is an outlier
+# (a glitch frame of +-3e38 from a 32FC1 driver, a flat shutter/NUC frame) and leaves the EMA alone;
+# OUTLIER_FRAMES such frames in a row mean the scene really changed, and their bounds are adopted.
+OUTLIER_FACTOR = 100.0
+OUTLIER_FRAMES = 3
 
 
 def _is_real(value: Any) -> bool:
@@ -119,12 +126,34 @@ def _thermal_values(image: Any) -> tuple[np.ndarray, np.ndarray | None, np.dtype
     return values, None, dtype
 
 
+# Beyond this magnitude float32 arithmetic on the bounds can overflow (hi - lo > 3.4e38).
+_FLOAT32_SAFE = 1e37
+
+
 def _scale(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """Map [lo, hi] linearly onto [0, 1] and clip; a flat range (hi <= lo) gives zeros."""
     if not hi > lo:
         return np.zeros(values.shape, dtype=np.float32)
+    if max(abs(lo), abs(hi)) > _FLOAT32_SAFE:  # huge finite bounds: float64 avoids inf/inf = NaN
+        wide = (values.astype(np.float64) - lo) / (hi - lo)
+        return np.clip(wide, 0.0, 1.0).astype(np.float32)
     out = (values - np.float32(lo)) / np.float32(hi - lo)
     return np.clip(out, 0.0, 1.0, out=out)
+
+
+def _min_span(dtype: np.dtype) -> float:
+    """The smallest meaningful range of a frame: one count for integers, a millidegree for float."""
+    return 1.0 if dtype.kind in "ui" else 1e-3
+
+
+def _bounds_agree(frame: tuple[float, float], state: tuple[float, float], floor: float) -> bool:
+    """Whether a frame's (lo, hi) is within OUTLIER_FACTOR of the smoothed (lo, hi)."""
+    span_frame = max(frame[1] - frame[0], floor)
+    span_state = max(state[1] - state[0], floor)
+    if max(span_frame / span_state, span_state / span_frame) > OUTLIER_FACTOR:
+        return False
+    reach = OUTLIER_FACTOR * span_state
+    return frame[0] >= state[0] - reach and frame[1] <= state[1] + reach
 
 
 class ThermalNormalizer:
@@ -136,6 +165,10 @@ class ThermalNormalizer:
       - ``percentile(p_lo=1, p_hi=99, ema=0.9)``: the frame's p_lo/p_hi percentiles are the
         bounds, smoothed over time as ``bound = ema * previous + (1 - ema) * frame`` so
         automatic gain does not flicker; the first frame (after ``reset()``) sets them directly.
+        A frame whose bounds differ from the smoothed ones by orders of magnitude
+        (``OUTLIER_FACTOR``: a driver glitch such as +-3e38 in 32FC1, a flat shutter frame) is
+        normalized with the smoothed bounds and does not update them; after
+        ``OUTLIER_FRAMES`` such frames in a row the new range is taken over directly.
       - ``minmax()``: the frame's own min/max (flickers; for display and stills).
     Every scheme takes ``nonfinite_fill``: None (default) rejects frames containing NaN/inf;
     a value in [0, 1] is written to those pixels instead (bounds use the finite pixels only).
@@ -154,6 +187,8 @@ class ThermalNormalizer:
         self._params = _validate_params(scheme, params or {})
         self._bounds: tuple[float, float] | None = None
         self._state_dtype: np.dtype | None = None
+        self._outliers: list[tuple[float, float]] = []  # consecutive outlier frames' bounds
+        self.outlier_frames = 0  # frames whose bounds were rejected as outliers, since creation
 
     @property
     def scheme(self) -> str:
@@ -174,10 +209,16 @@ class ThermalNormalizer:
             return self._params["lo"], self._params["hi"]
         return self._bounds
 
+    @property
+    def state_dtype(self) -> np.dtype | None:
+        """The dtype (units) the percentile state holds bounds in; None without state."""
+        return self._state_dtype
+
     def reset(self) -> None:
         """Forget the temporal state (call on a new sequence or a sensor change)."""
         self._bounds = None
         self._state_dtype = None
+        self._outliers = []
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalize one raw frame (HxW or HxWx1; uint8, uint16 or float32) to float32 HxW."""
@@ -219,6 +260,21 @@ class ThermalNormalizer:
             sample = sample[::step, ::step] if sample.ndim == 2 else sample[:: step * step]
         lo, hi = (float(v) for v in np.percentile(sample, [p["p_lo"], p["p_hi"]]))
         if self._bounds is not None:
+            if not _bounds_agree((lo, hi), self._bounds, _min_span(dtype)):
+                self.outlier_frames += 1
+                self._outliers.append((lo, hi))
+                if len(self._outliers) < OUTLIER_FRAMES:
+                    return self._bounds  # one glitch frame: keep the smoothed bounds
+                # The range really changed: restart from the newest frames, unless they
+                # disagree among themselves too (then keep waiting for a steady range).
+                recent = self._outliers[-OUTLIER_FRAMES:]
+                floor = _min_span(dtype)
+                if not all(_bounds_agree(b, recent[-1], floor) for b in recent):
+                    return self._bounds
+                self._outliers = []
+                self._bounds = (lo, hi)
+                return self._bounds
+            self._outliers = []
             ema = p["ema"]
             lo = ema * self._bounds[0] + (1.0 - ema) * lo
             hi = ema * self._bounds[1] + (1.0 - ema) * hi
@@ -258,6 +314,23 @@ class ThermalNormalizer:
 
     def __repr__(self) -> str:
         return f"ThermalNormalizer({self._scheme!r}, v{self.version}, {self._params})"
+
+
+def check_network_fit(width: int, height: int, input_size: tuple[int, int]) -> None:
+    """Raise ValueError ("size: ...") when a width x height frame cannot be letterboxed into the
+    network's ``input_size`` (width, height): its shorter side would shrink below one pixel
+    (a 4096x1 line scan into 320x256). OpenCV would otherwise fail with an assertion."""
+    if width <= 0 or height <= 0:
+        raise ValueError(f"size: empty image ({width}x{height})")
+    in_w, in_h = input_size
+    scale = min(in_w / width, in_h / height)
+    new_w, new_h = round(width * scale), round(height * scale)
+    if new_w < 1 or new_h < 1:
+        ratio = max(width / height, height / width)
+        raise ValueError(
+            f"size: a {width}x{height} image (aspect ratio {ratio:.0f}:1) is too elongated for "
+            f"the network input {in_w}x{in_h}: letterboxing would shrink it to {new_w}x{new_h} px"
+        )
 
 
 def make_normalizer(scheme: str, **params: Any) -> ThermalNormalizer:

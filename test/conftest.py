@@ -32,6 +32,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "ros: needs rclpy and talks DDS on loopback")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def artifact_cache(tmp_path_factory) -> Path:
+    """Exports made on the fly (an engine, CLI or node with a non-torch backend) go to a folder
+    of this session, never into ~/.cache; child processes inherit it."""
+    folder = tmp_path_factory.mktemp("artifact_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FUSION_PERCEPTION_CACHE", str(folder))
+        yield folder
+
+
 @pytest.fixture
 def ros_context():
     """A fresh rclpy context per test, so no test depends on global ROS state."""

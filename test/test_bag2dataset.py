@@ -312,27 +312,78 @@ def test_truncated_bag_is_a_clear_error_before_anything_is_written(
     assert not out.exists()
 
 
-def test_corruption_mid_bag_keeps_only_complete_pairs_and_no_manifest(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    recording = write_bag(tmp_path / "bag", "sqlite3", 24)
-    data_file = recording.path / "bag.db3"
+def _corrupt_middle(data_file: Path) -> None:
+    """Overwrite 8 KB at 60 % of a bag's data file with noise (a damaged sqlite page)."""
     size = data_file.stat().st_size
     with data_file.open("r+b") as stream:
         stream.seek(int(size * 0.6))
         stream.write(np.random.default_rng(0).integers(0, 256, 8192, dtype=np.uint8).tobytes())
+
+
+def test_corruption_mid_bag_gives_a_manifest_of_exactly_the_complete_pairs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bag damaged part-way keeps the pairs read before the damage, the next bag is still
+    converted, the manifest covers exactly the pairs on disk, and the exit code says it failed."""
+    damaged = write_bag(tmp_path / "bag", "sqlite3", 24)
+    _corrupt_middle(damaged.path / "bag.db3")
+    good = write_bag(tmp_path / "later", "sqlite3", 6, drop_thermal=(), seed=3)
     out = tmp_path / "out"
-    assert convert([recording.path], out, "--classes", "car") == 2
+    assert convert([damaged.path, good.path], out, "--classes", "car") == 2
     err = capsys.readouterr().err
+    assert "fusion-bag2dataset: error:" in err and str(damaged.path) in err
     assert "corrupted or truncated" in err and "complete pair(s)" in err
-    assert not (out / "manifest.yaml").exists()
+    assert "with a manifest" in err and "complete: false" in err
     assert_no_partial_pairs(out)
-    written = sorted((out / "rgb").iterdir())
-    assert 0 < len(written) < 23
-    for path in written:  # the pairs that are there are whole and correct
-        stamp = stamp_of(path.stem, recording)
-        thermal = cv2.imread(str(out / "thermal" / path.name), cv2.IMREAD_UNCHANGED)
-        np.testing.assert_array_equal(thermal, recording.thermal[stamp])
+
+    manifest = yaml.safe_load((out / "manifest.yaml").read_text())
+    assert manifest["description"].startswith("INCOMPLETE: bag is damaged")
+    dataset = PairedFolder(out)  # a consistent dataset: the loader accepts it as it is
+    on_disk = {p.stem for p in (out / "rgb").iterdir()}
+    assert {r.image_id for r in dataset.records} == on_disk
+    from_damaged = sorted(s for s in on_disk if s.startswith("bag_"))
+    assert 0 < len(from_damaged) < 23
+    assert {s for s in on_disk if s.startswith("later_")} == {
+        f"later_{stamp:019d}" for stamp in good.rgb
+    }
+    for stem in from_damaged:  # the pairs that are there are whole and correct
+        stamp = stamp_of(stem, damaged)
+        thermal = cv2.imread(str(out / "thermal" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        np.testing.assert_array_equal(thermal, damaged.thermal[stamp])
+
+    source = yaml.safe_load((out / "source.yaml").read_text())
+    first, second = source["bags"]
+    assert first["complete"] is False and "unreadable after message" in first["error"]
+    assert first["written"] == len(from_damaged)
+    assert second["complete"] is True and second["error"] is None and second["written"] == 6
+    assert source["counts"]["written"] == len(on_disk)
+
+
+def test_corruption_before_any_pair_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import fusion_training.bag2dataset as module
+
+    recording = write_bag(tmp_path / "bag", "sqlite3", 4)
+    out = tmp_path / "out"
+
+    def damaged_at_once(*args, **kwargs):
+        raise module._StorageDamageError(f"{recording.path}: unreadable after message 0")
+        yield
+
+    monkeypatch.setattr(module, "replay_pairs", damaged_at_once)
+    with pytest.raises(module.BagDamagedError, match="nothing was written") as info:
+        module.convert_bags(
+            [recording.path],
+            out,
+            RGB_TOPIC,
+            THERMAL_TOPIC,
+            normalization=make_normalizer("percentile"),
+            classes=["car"],
+            progress=False,
+        )
+    assert info.value.result is None
+    assert not out.exists()
 
 
 def test_missing_topic_and_wrong_type_name_what_the_bag_has(

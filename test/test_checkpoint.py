@@ -111,14 +111,43 @@ def test_not_a_checkpoint_and_truncated_files(nano, tmp_path):
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(missing)
     text = tmp_path / "text.pt"
-    text.write_text("hello")
-    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+    text.write_text("hello\nworld\n")
+    with pytest.raises(CheckpointError, match=r"is a text file \(starts with 'hello'\)"):
         load_checkpoint(text)
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match=r"is empty \(0 bytes\)"):
+        load_checkpoint(empty)
+    binary = tmp_path / "image.pt"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+    with pytest.raises(CheckpointError, match="is not a checkpoint"):
+        load_checkpoint(binary)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(CheckpointError, match="is a directory, not a checkpoint file"):
+        load_checkpoint(run)
+    save_checkpoint(nano[1], run / "best.pt")
+    with pytest.raises(CheckpointError, match=r"directory.*it holds best\.pt"):
+        load_checkpoint(run)
     good = save_checkpoint(nano[1], tmp_path / "good.pt")
     cut = tmp_path / "cut.pt"
     cut.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(cut)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_tensor(nano, tmp_path, bad):
+    data = nano[1].to_dict()
+    key = next(k for k, v in data["state_dict"].items() if v.is_floating_point() and v.numel() > 3)
+    data["state_dict"][key] = data["state_dict"][key].clone()
+    data["state_dict"][key].view(-1)[:3] = bad
+    path = tmp_path / "diverged.pt"
+    torch.save(data, path)
+    with pytest.raises(CheckpointError, match="non-finite") as info:
+        load_checkpoint(path)
+    assert f"{key} (3 of {data['state_dict'][key].numel()})" in str(info.value)
+    assert str(info.value).startswith("state_dict:")
 
 
 def test_pickled_code_is_refused(tmp_path):

@@ -89,6 +89,13 @@ def test_info_reports_parameters_flops_and_time(node_checkpoint, capsys):
     assert figures["forward_ms_median"] > 0
 
 
+def test_info_times_another_backend(node_checkpoint, capsys):
+    """--backend openvino exports the checkpoint on the fly (the session's cache) and times it."""
+    assert info.main([str(node_checkpoint), "--backend", "openvino", "--runs", "2"]) == 0
+    text = capsys.readouterr().out
+    assert "GFLOPs" in text and "(2 runs, backend openvino on cpu" in text
+
+
 def test_infer_on_real_pairs(node_checkpoint, vifb_subset, tmp_path):
     out = tmp_path / "out"
     args = ["--checkpoint", str(node_checkpoint), "--rgb", str(vifb_subset / "vis")]
@@ -119,6 +126,36 @@ def test_infer_single_files_and_errors(node_checkpoint, vifb_subset, tmp_path, c
     bad = ["--rgb", str(rgb), "--thermal", str(tmp_path / "missing")]
     assert run_cli("fusion-infer", infer.main, [*base, *bad]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_infer_reports_bad_pairs_processes_the_rest_and_fails_at_the_end(
+    node_checkpoint, vifb_subset, tmp_path, capsys
+):
+    """One unreadable image and one 4096x1 line-scan pair among good pairs: the good ones are
+    written, each bad one is named with its reason, and the exit status is non-zero."""
+    import numpy as np
+
+    rgb_dir, ir_dir = tmp_path / "vis", tmp_path / "ir"
+    shutil.copytree(vifb_subset / "vis", rgb_dir)
+    shutil.copytree(vifb_subset / "ir", ir_dir)
+    broken = rgb_dir / "carLight.jpg"
+    broken.write_bytes(b"\xff\xd8 not really a jpeg")
+    line = np.full((1, 4096, 3), 128, np.uint8)
+    cv2.imwrite(str(rgb_dir / "line.png"), line)
+    cv2.imwrite(str(ir_dir / "line.png"), line[:, :, 0])
+    out = tmp_path / "out"
+    args = ["--checkpoint", str(node_checkpoint), "--rgb", str(rgb_dir), "--thermal", str(ir_dir)]
+    code = run_cli("fusion-infer", infer.main, [*args, "--out", str(out), "--device", "cpu"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "2 of 4 pair(s) could not be processed (the other 2 were written)" in err
+    assert f"{broken} + {ir_dir / 'carLight.jpg'}: --rgb: cannot read image {broken}" in err
+    assert "a 4096x1 image (aspect ratio 4096:1) is too elongated for the network input" in err
+    assert "Assertion failed" not in err
+    written = {p.stem for p in (out / "fused").iterdir()}
+    assert written == {"manCar", "labMan"}
+    records = json.loads((out / "detections.json").read_text())
+    assert {r["image"] for r in records} <= written
 
 
 HELP_OPTIONS = {

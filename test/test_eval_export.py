@@ -1,4 +1,5 @@
-"""fusion-eval (checkpoint and --fused modes) and fusion-export (TorchScript, ONNX)."""
+"""fusion-eval (checkpoint and --fused modes, backends) and fusion-export (TorchScript, ONNX,
+OpenVINO)."""
 
 from __future__ import annotations
 
@@ -115,6 +116,22 @@ def test_eval_with_a_camera_blanked_on_night_scenes(
     assert results["thermal"]["fusion"]["MI"] < 0.5 * results[None]["fusion"]["MI"], results
 
 
+def test_eval_with_a_backend_scores_as_eager(tmp_path: Path, checkpoints: dict[str, Path]) -> None:
+    base = ["--checkpoint", str(checkpoints["horizontal"]), "--format", "synthetic"]
+    base += ["--limit", "2", "--device", "cpu"]
+    results = {}
+    for backend in ("torch", "openvino"):
+        out = tmp_path / f"{backend}.json"
+        assert eval_main([*base, "--backend", backend, "--out", str(out)]) == 0
+        results[backend] = json.loads(out.read_text())
+    assert results["openvino"]["meta"]["backend"] == "openvino"
+    assert results["torch"]["meta"]["backend"] == "torch"
+    # the fused images agree to a grey level, so the scores agree closely
+    assert results["openvino"]["fusion"] == pytest.approx(results["torch"]["fusion"], rel=1e-2)
+    detection = results["openvino"]["detection"]
+    assert detection["mAP50"] == pytest.approx(results["torch"]["detection"]["mAP50"], abs=1e-3)
+
+
 def test_eval_rotated_checkpoint_on_synthetic_scenes(
     tmp_path: Path, checkpoints: dict[str, Path]
 ) -> None:
@@ -182,6 +199,16 @@ def test_eval_errors_name_the_argument(
     assert "--data: required" in run("--checkpoint", ckpt)
     assert "--checkpoint: required" in run("--data", str(folder_dataset))
     assert "needs --rgb and --thermal" in run("--fused", str(tmp_path))
+    assert "--backend/--artifact: run a checkpoint" in run(
+        "--fused",
+        str(tmp_path),
+        "--rgb",
+        str(tmp_path),
+        "--thermal",
+        str(tmp_path),
+        "--backend",
+        "openvino",
+    )
     sources = ["--rgb", str(folder_dataset / "rgb"), "--thermal", str(folder_dataset / "thermal")]
     assert "fusion metrics need 8-bit grey sources" in run(
         "--fused", str(folder_dataset / "rgb"), *sources
@@ -195,13 +222,14 @@ def test_eval_errors_name_the_argument(
     assert not Path(out).exists()
 
 
-@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx", "openvino"])
 def test_export_matches_eager(tmp_path: Path, checkpoints: dict[str, Path], fmt: str) -> None:
     checkpoint = load_checkpoint(checkpoints["rotated"])
-    out = tmp_path / ("model.pt" if fmt == "torchscript" else "model.onnx")
+    out = tmp_path / {"torchscript": "model.pt", "onnx": "model.onnx", "openvino": "model.xml"}[fmt]
     args = ["--checkpoint", str(checkpoints["rotated"]), "--format", fmt, "--out", str(out)]
     assert export_main(args) == 0
-    assert [p.name for p in tmp_path.iterdir()] == [out.name]  # no temporary file left
+    written = {"openvino": ["model.bin", "model.xml", "model.xml.json"]}.get(fmt, [out.name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == written  # no temporary file left
     # another real input than the one the CLI checked with
     scene = SceneGenerator(128, 96, seed=7).sample(1)
     rgb = torch.from_numpy(scene.rgb).permute(2, 0, 1)[None].float() / 255.0
@@ -216,6 +244,13 @@ def test_export_matches_eager(tmp_path: Path, checkpoints: dict[str, Path], fmt:
         with torch.inference_mode():
             actual = {k: v.numpy() for k, v in module(rgb.clone(), thermal.clone()).items()}
         meta = json.loads(extra["fusion_perception.json"])
+    elif fmt == "openvino":
+        import openvino
+
+        compiled = openvino.Core().compile_model(str(out), "CPU")
+        values = compiled({"rgb": rgb.numpy(), "thermal": thermal.numpy()})
+        actual = {name: values[compiled.output(name)] for name in expected}
+        meta = json.loads((tmp_path / "model.xml.json").read_text())
     else:
         import onnx
         from onnx.reference import ReferenceEvaluator
@@ -234,6 +269,7 @@ def test_export_matches_eager(tmp_path: Path, checkpoints: dict[str, Path], fmt:
     assert meta["class_names"] == ["person", "car"] and meta["input_size"] == [128, 96]
     assert meta["rotated"] is True
     assert meta["thermal_normalization"] == checkpoint.thermal_normalization
+    assert meta["fingerprint"] == checkpoint.fingerprint() and meta["fp16"] is False
 
 
 def test_export_mismatch_fails_naming_the_output(

@@ -5,6 +5,7 @@ from fusion_perception.image_codec import (
     ENCODINGS,
     ImageEncodingError,
     decode,
+    decode_compressed_rgb,
     encode,
     lookup_encoding,
     to_rgb8,
@@ -90,6 +91,20 @@ def test_empty_image_rejected() -> None:
         decode(b"", 0, 640, "mono8", 640)
     with pytest.raises(ImageEncodingError, match="empty array"):
         encode(np.zeros((0, 4), np.uint8), "mono8")
+
+
+def test_compressed_rgb_decodes_and_names_empty_or_bad_data() -> None:
+    import cv2
+
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[..., 0] = 200  # red in RGB order
+    ok, png = cv2.imencode(".png", rgb[:, :, ::-1])
+    assert ok
+    np.testing.assert_array_equal(decode_compressed_rgb(png.tobytes(), "png"), rgb)
+    with pytest.raises(ImageEncodingError, match=r"^data: .*'jpeg'.* has no data \(0 bytes\)"):
+        decode_compressed_rgb(b"", "jpeg")
+    with pytest.raises(ImageEncodingError, match=r"^data: .*5 bytes\) could not be decoded"):
+        decode_compressed_rgb(b"\xff\xd8abc", "jpeg")
 
 
 def test_encode_rejects_wrong_shape_and_dtype() -> None:

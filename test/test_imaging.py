@@ -11,6 +11,7 @@ from fusion_perception.imaging import (
     SCHEME_VERSIONS,
     Registration,
     ThermalNormalizer,
+    check_network_fit,
     make_normalizer,
     merge_fused_luma,
     rgb_to_ycbcr,
@@ -106,6 +107,86 @@ def test_percentile_reset_and_dtype_change():
     assert norm.bounds is None
     norm(np.array([[10.0, 30.0]], np.float32))
     assert norm.bounds == (10.0, 30.0)
+
+
+def _scene(rng: np.random.Generator) -> np.ndarray:
+    """A 32FC1 frame of 20..30 degrees."""
+    return (20.0 + 10.0 * rng.random((48, 64))).astype(np.float32)
+
+
+def _glitch(frame: np.ndarray) -> np.ndarray:
+    """A driver glitch: finite but absurd values (+-3e38) over the whole frame."""
+    out = frame.copy()
+    out[: frame.shape[0] // 2] = 3e38
+    out[frame.shape[0] // 2 :] = -3e38
+    return out
+
+
+def test_percentile_ignores_a_glitch_frame_of_huge_finite_values():
+    rng = np.random.default_rng(0)
+    norm = make_normalizer("percentile")  # ema 0.9: without the guard ~800 frames to recover
+    for _ in range(5):
+        norm(_scene(rng))
+    steady = norm.bounds
+    glitch = norm(_glitch(_scene(rng)))
+    assert np.isfinite(glitch).all() and glitch.min() == 0.0 and glitch.max() == 1.0
+    assert norm.bounds == steady and norm.outlier_frames == 1
+    frame = _scene(rng)
+    out = norm(frame)
+    assert norm.bounds == pytest.approx(steady, abs=0.2)
+    assert np.abs(out - make_normalizer("minmax")(frame)).mean() < 0.05
+
+
+def test_percentile_recovers_within_a_few_frames_when_the_first_frame_is_a_glitch():
+    rng = np.random.default_rng(1)
+    norm = make_normalizer("percentile")
+    first = norm(_glitch(_scene(rng)))
+    assert np.isfinite(first).all()  # float32 would give inf/inf = NaN here
+    outputs = [norm(_scene(rng)) for _ in range(3)]
+    lo, hi = norm.bounds
+    assert 20.0 <= lo < hi <= 30.0  # the third normal frame restarted the bounds
+    assert 0.3 < float(outputs[-1].mean()) < 0.7
+    assert norm.outlier_frames == 3
+
+
+def test_percentile_takes_over_a_real_range_change_after_a_few_frames():
+    norm = make_normalizer("percentile", p_lo=0, p_hi=100, ema=0.9)
+    narrow = np.linspace(7000, 7020, 64, dtype=np.float32).reshape(8, 8).astype(np.uint16)
+    wide = np.linspace(2000, 30000, 64).reshape(8, 8).astype(np.uint16)  # 1400x the span
+    norm(narrow)
+    assert norm.bounds == (7000.0, 7020.0)
+    norm(wide)
+    norm(wide)
+    assert norm.bounds == (7000.0, 7020.0)  # could still be a glitch
+    norm(wide)
+    assert norm.bounds == (2000.0, 30000.0)  # three in a row: the scene changed
+    norm(wide)
+    assert norm.bounds == (2000.0, 30000.0)  # and the EMA goes on from there
+
+
+def test_minmax_of_huge_finite_values_stays_finite():
+    out = make_normalizer("minmax")(np.array([[-3e38, 0.0, 3e38]], np.float32))
+    np.testing.assert_allclose(out, [[0.0, 0.5, 1.0]], atol=1e-6)
+
+
+@pytest.mark.parametrize(("width", "height"), [(4096, 1), (1, 4096), (4096, 2)])
+def test_network_fit_refuses_images_too_elongated_for_the_input(width, height):
+    with pytest.raises(ValueError, match=rf"^size: a {width}x{height} image .* too elongated"):
+        check_network_fit(width, height, (320, 256))
+
+
+def test_network_fit_accepts_ordinary_and_tiny_images():
+    for size in ((640, 512), (4096, 8), (1, 1), (16, 4096)):
+        check_network_fit(*size, (320, 256))
+
+
+def test_state_dtype_follows_the_percentile_state():
+    norm = make_normalizer("percentile")
+    assert norm.state_dtype is None
+    norm(np.array([[0, 100]], np.uint16))
+    assert norm.state_dtype == np.uint16
+    norm.reset()
+    assert norm.state_dtype is None
 
 
 def test_nan_rejected_by_default_and_replaced_on_request():

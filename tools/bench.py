@@ -7,6 +7,7 @@ gives ratios measured within one run next to the absolute figures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -22,12 +23,21 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "training")]
 
+from fusion_perception.backends import (  # noqa: E402
+    AUTO_ORDER,
+    check_inputs,
+    installed,
+    load_backend,
+)
+from fusion_perception.checkpoint import load_checkpoint  # noqa: E402
 from fusion_perception.cli.info import describe  # noqa: E402
 from fusion_perception.cli.init import main as fusion_init  # noqa: E402
-from fusion_perception.engine import FusionEngine  # noqa: E402
+from fusion_perception.engine import FusionEngine, tune_cpu_allocator  # noqa: E402
+from fusion_perception.export import CACHE_ENV  # noqa: E402
 from fusion_perception.synthetic import SceneGenerator  # noqa: E402
 
 SIZE = (640, 512)
+SECTIONS = ("model", "backends", "node", "trainer")
 
 
 def machine() -> str:
@@ -45,7 +55,7 @@ def machine() -> str:
     )
 
 
-def bench_models(workdir: Path) -> tuple[list[str], dict]:
+def bench_models(workdir: Path) -> list[str]:
     lines = [
         "## Model (fusion-info and the engine, 640x512, batch 1)",
         "",
@@ -62,10 +72,7 @@ def bench_models(workdir: Path) -> tuple[list[str], dict]:
             f"| {name} | {f['parameters']:,} | {f['gflops']:.2f} | "
             f"{f['forward_ms_median']:.1f} | {ratio:.2f} |"
         )
-    checkpoint = workdir / "nano.pt"
-    init_args = [str(REPO / "config/models/nano.yaml"), str(checkpoint), "--classes", "person,car"]
-    if fusion_init([*init_args, "--size", f"{SIZE[0]}x{SIZE[1]}"]) != 0:
-        raise SystemExit("bench: fusion-init of the nano checkpoint failed")
+    checkpoint = nano_checkpoint(workdir)
     engine = FusionEngine(checkpoint, score_threshold=0.3, warmup=3)
     scene = SceneGenerator(*SIZE, seed=0).sample(0)
     thermal = scene.thermal_raw.astype(np.float32) / 16383.0
@@ -80,7 +87,56 @@ def bench_models(workdir: Path) -> tuple[list[str], dict]:
         f"postprocess {post:.2f} ms: **pre + post = {100 * (pre + post) / fwd:.1f} % of forward** "
         "(goal: at most 10 %).",
     ]
-    return lines, {"checkpoint": checkpoint, "forward_ms": fwd}
+    return lines
+
+
+def nano_checkpoint(workdir: Path) -> Path:
+    """An untrained nano checkpoint at 640x512 (timings do not depend on the weights)."""
+    checkpoint = workdir / "nano.pt"
+    init_args = [str(REPO / "config/models/nano.yaml"), str(checkpoint), "--classes", "person,car"]
+    if fusion_init([*init_args, "--size", f"{SIZE[0]}x{SIZE[1]}"]) != 0:
+        raise SystemExit("bench: fusion-init of the nano checkpoint failed")
+    return checkpoint
+
+
+def bench_backends(workdir: Path, rounds: int = 20) -> list[str]:
+    """Forward time of every installed backend on the CPU, interleaved (one pass of each per
+    round, same input) so load from other processes hits them alike. Exports go to the cache
+    (default here: workdir/cache)."""
+    os.environ.setdefault(CACHE_ENV, str(workdir / "cache"))
+    tune_cpu_allocator()  # as FusionEngine does for the node: torch's CPU time depends on it
+    demo = load_checkpoint(REPO / "models" / "demo.pt")
+    cases = {
+        "nano 640x512": load_checkpoint(nano_checkpoint(workdir)),
+        f"lite0 (models/demo.pt) {demo.input_size[0]}x{demo.input_size[1]}": demo,
+        "lite0 re-letterboxed to 640x512": dataclasses.replace(demo, input_size=SIZE),
+    }
+    names = [n for n in reversed(AUTO_ORDER["cpu"]) if n == "torch" or installed(n)]
+    device = torch.device("cpu")
+    lines = [
+        "## Backends (forward pass only, CPU, batch 1; median of "
+        f"{rounds} interleaved rounds, {torch.get_num_threads()} torch threads)",
+        "",
+        f"| model | {' | '.join(f'{n} ms' for n in names)} | "
+        f"{' | '.join(f'{n} / torch' for n in names[1:])} |",
+        "|---|" + "---|" * (2 * len(names) - 1),
+    ]
+    for label, checkpoint in cases.items():
+        model = checkpoint.build_model(device)
+        backends = {n: load_backend(checkpoint, model, n, device, False) for n in names}
+        inputs = check_inputs(checkpoint)
+        times: dict[str, list[float]] = {n: [] for n in names}
+        for round_index in range(rounds + 3):  # the first three are warm-up
+            for name, backend in backends.items():
+                start = time.perf_counter()
+                backend.forward(*inputs)
+                if round_index >= 3:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+        median = {n: statistics.median(t) for n, t in times.items()}
+        cells = [f"{median[n]:.1f}" for n in names]
+        cells += [f"{median[n] / median['torch']:.2f}" for n in names[1:]]
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    return lines
 
 
 def bench_node(checkpoint: Path, workdir: Path) -> list[str]:
@@ -158,15 +214,21 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "benchmarks.md")
     parser.add_argument("--workdir", type=Path, default=REPO / "build" / "bench")
+    parser.add_argument(
+        "--sections", nargs="+", choices=SECTIONS, default=SECTIONS, help="what to measure"
+    )
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    model_lines, model = bench_models(args.workdir)
-    sections = [
-        model_lines,
-        bench_node(model["checkpoint"], args.workdir),
-        bench_trainer(args.workdir),
-    ]
+    sections = []
+    if "model" in args.sections:
+        sections.append(bench_models(args.workdir))
+    if "backends" in args.sections:
+        sections.append(bench_backends(args.workdir))
+    if "node" in args.sections:
+        sections.append(bench_node(nano_checkpoint(args.workdir), args.workdir))
+    if "trainer" in args.sections:
+        sections.append(bench_trainer(args.workdir))
     text = [
         "# Benchmarks",
         "",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
+from fusion_perception.backends import BACKEND_CHOICES
 from fusion_perception.checkpoint import CheckpointError
 from fusion_perception.image_codec import ImageEncodingError
 
@@ -23,6 +26,25 @@ def run_cli(prog: str, main: Callable[[Sequence[str] | None], int], argv=None) -
     except KeyboardInterrupt:
         print(f"{prog}: interrupted", file=sys.stderr)
         return 130
+
+
+def add_backend_args(parser: argparse.ArgumentParser, default: str) -> None:
+    """--backend and --artifact, the same in every tool that runs a checkpoint."""
+    group = parser.add_argument_group("inference backend")
+    group.add_argument(
+        "--backend",
+        default=default,
+        choices=BACKEND_CHOICES,
+        help="who runs the forward pass; auto = the fastest installed for the device (CUDA: "
+        "tensorrt, else torch; CPU: openvino, onnxruntime, torch) (default: %(default)s)",
+    )
+    group.add_argument(
+        "--artifact",
+        type=Path,
+        help="file exported for --backend by fusion-export (.onnx, .xml, .engine); default: "
+        "export the checkpoint on first use into $FUSION_PERCEPTION_CACHE (else "
+        "~/.cache/fusion_perception) and reuse it; checked against the checkpoint either way",
+    )
 
 
 def parse_size(text: str) -> tuple[int, int]:

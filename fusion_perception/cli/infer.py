@@ -1,4 +1,9 @@
-"""fusion-infer: run a checkpoint on image files and write fused images, annotations and detections."""
+"""fusion-infer: run a checkpoint on image files and write fused images, annotations and detections.
+
+A pair that cannot be processed (an unreadable file, sizes that differ, an image too elongated for
+the network) is reported and skipped; every other pair is still written, and the run then ends
+with an error listing the bad files (exit status 2).
+"""
 
 from __future__ import annotations
 
@@ -13,9 +18,15 @@ import numpy as np
 from tqdm import tqdm
 
 from fusion_perception.annotate import draw_detections
-from fusion_perception.cli.common import run_cli
+from fusion_perception.cli.common import add_backend_args, run_cli
 from fusion_perception.engine import FusionEngine
-from fusion_perception.imaging import Registration, make_normalizer
+from fusion_perception.image_codec import ImageEncodingError
+from fusion_perception.imaging import (
+    Registration,
+    ThermalNormalizer,
+    check_network_fit,
+    make_normalizer,
+)
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -35,6 +46,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--score-threshold", type=float, default=0.25)
     parser.add_argument("--nms-threshold", type=float, default=0.5)
     parser.add_argument("--max-detections", type=int, default=100)
+    add_backend_args(parser, default="auto")
     return parser
 
 
@@ -77,6 +89,34 @@ def read_thermal(path: Path) -> np.ndarray:
     return image
 
 
+class PairsFailedError(ValueError):
+    """Some pairs could not be processed; the others were written."""
+
+
+def infer_pair(
+    engine: FusionEngine,
+    normalizer: ThermalNormalizer,
+    registration: Registration | None,
+    stem: str,
+    rgb_path: Path,
+    thermal_path: Path,
+):
+    """Read, normalize, register and run one pair; raises ValueError naming the problem."""
+    rgb = read_rgb(rgb_path)
+    raw = read_thermal(thermal_path)
+    normalizer.reset()  # independent images: no temporal smoothing across files
+    thermal = normalizer(raw)
+    if registration is not None:
+        thermal, _ = registration.warp(thermal)
+    elif thermal.shape != rgb.shape[:2]:
+        raise ValueError(
+            f"{stem}: thermal {raw.shape[1]}x{raw.shape[0]} and RGB {rgb.shape[1]}x"
+            f"{rgb.shape[0]} differ in size; pass --calibration"
+        )
+    check_network_fit(rgb.shape[1], rgb.shape[0], engine.input_size)
+    return rgb, engine.infer(rgb, thermal)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     pairs = match_pairs(args.rgb, args.thermal)
@@ -86,6 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         score_threshold=args.score_threshold,
         nms_threshold=args.nms_threshold,
         max_detections=args.max_detections,
+        backend=args.backend,
+        artifact=args.artifact,
     )
     registration = Registration.from_yaml(args.calibration) if args.calibration else None
     normalizer = make_normalizer(
@@ -95,19 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     (args.out / "fused").mkdir(parents=True, exist_ok=True)
     (args.out / "annotated").mkdir(parents=True, exist_ok=True)
     records = []
+    failed: list[str] = []
     for stem, rgb_path, thermal_path in tqdm(pairs, desc="fusion-infer", unit="pair"):
-        rgb = read_rgb(rgb_path)
-        raw = read_thermal(thermal_path)
-        normalizer.reset()  # independent images: no temporal smoothing across files
-        thermal = normalizer(raw)
-        if registration is not None:
-            thermal, _ = registration.warp(thermal)
-        elif thermal.shape != rgb.shape[:2]:
-            raise ValueError(
-                f"{stem}: thermal {raw.shape[1]}x{raw.shape[0]} and RGB {rgb.shape[1]}x"
-                f"{rgb.shape[0]} differ in size; pass --calibration"
-            )
-        result = engine.infer(rgb, thermal)
+        try:
+            rgb, result = infer_pair(engine, normalizer, registration, stem, rgb_path, thermal_path)
+        except (ImageEncodingError, ValueError, TypeError, cv2.error) as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
+            failed.append(f"{rgb_path} + {thermal_path}: {reason}")
+            tqdm.write(f"fusion-infer: skipped pair {stem}: {reason}")
+            continue
         fused = result.fused_rgb(rgb)
         annotated = draw_detections(fused, result.detections, engine.class_names)
         cv2.imwrite(str(args.out / "fused" / f"{stem}.png"), cv2.cvtColor(fused, cv2.COLOR_RGB2BGR))
@@ -131,7 +169,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 }
             )
     (args.out / "detections.json").write_text(json.dumps(records, indent=1))
-    log.info("%d pair(s), %d detection(s) -> %s", len(pairs), len(records), args.out)
+    done = len(pairs) - len(failed)
+    log.info("%d pair(s), %d detection(s) -> %s", done, len(records), args.out)
+    if failed:
+        raise PairsFailedError(
+            f"{len(failed)} of {len(pairs)} pair(s) could not be processed (the other {done} "
+            "were written):\n  " + "\n  ".join(failed)
+        )
     return 0
 
 

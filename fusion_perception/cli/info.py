@@ -1,18 +1,23 @@
-"""fusion-info: parameters, FLOPs and measured forward time of a checkpoint or model config."""
+"""fusion-info: parameters, FLOPs and measured forward time of a checkpoint or model config.
+
+``--backend`` times that backend's forward pass (e.g. OpenVINO) at the checkpoint's input size;
+FLOPs and parameters are always counted on the PyTorch network.
+"""
 
 from __future__ import annotations
 
 import argparse
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from fusion_perception.backends import TorchBackend, load_backend
 from fusion_perception.checkpoint import load_checkpoint
-from fusion_perception.cli.common import parse_size, run_cli
+from fusion_perception.cli.common import add_backend_args, parse_size, run_cli
 from fusion_perception.engine import select_device
 from fusion_perception.model import build_model, load_model_config
 
@@ -26,6 +31,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--size", help="input WIDTHxHEIGHT (default: checkpoint's, else 640x512)")
     parser.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     parser.add_argument("--runs", type=int, default=10, help="timed forward passes")
+    parser.add_argument(
+        "--fp16",
+        action="store_true",
+        help="half precision (torch, onnxruntime, tensorrt: CUDA; openvino: CPUs with fp16)",
+    )
+    add_backend_args(parser, default="torch")
     return parser
 
 
@@ -38,14 +49,17 @@ def count_flops(model: torch.nn.Module, rgb: torch.Tensor, thermal: torch.Tensor
 
 
 def time_forward(
-    model: torch.nn.Module, rgb: torch.Tensor, thermal: torch.Tensor, runs: int
+    forward: Callable[[torch.Tensor, torch.Tensor], object],
+    rgb: torch.Tensor,
+    thermal: torch.Tensor,
+    runs: int,
 ) -> list[float]:
-    """Milliseconds per forward pass after two warm-up passes."""
+    """Milliseconds per forward pass (a model or `Backend.forward`) after two warm-up passes."""
     times = []
     with torch.inference_mode():
         for i in range(runs + 2):
             start = time.perf_counter()
-            model(rgb, thermal)
+            forward(rgb, thermal)
             if rgb.device.type == "cuda":
                 torch.cuda.synchronize(rgb.device)
             if i >= 2:
@@ -53,8 +67,21 @@ def time_forward(
     return times
 
 
-def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int) -> dict:
-    """Measure a model; returns the figures `main` prints (also used by the benchmarks)."""
+def describe(
+    source: Path,
+    size: tuple[int, int] | None,
+    device: str,
+    runs: int,
+    backend: str = "torch",
+    artifact: Path | None = None,
+    fp16: bool = False,
+) -> dict:
+    """Measure a model; returns the figures `main` prints (also used by the benchmarks).
+
+    A backend other than torch runs the checkpoint's exported graph, whose shapes are fixed at
+    the checkpoint's input size, so it needs a checkpoint and no other --size.
+    """
+    checkpoint = None
     if source.suffix in (".yaml", ".yml"):
         config = load_model_config(source)
         model = build_model(config)
@@ -64,6 +91,15 @@ def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int)
         config = checkpoint.model_config
         model = checkpoint.build_model()
         size = size or checkpoint.input_size
+    if backend != "torch" or artifact is not None:
+        if checkpoint is None:
+            raise ValueError(f"--backend {backend}: needs a checkpoint, not a model config")
+        if tuple(size) != checkpoint.input_size:
+            width, height = checkpoint.input_size
+            raise ValueError(
+                f"--size: --backend {backend} runs the exported graph at the checkpoint's "
+                f"input size {width}x{height} only"
+            )
     if size[0] % model.max_stride or size[1] % model.max_stride:
         raise ValueError(f"--size: {size[0]}x{size[1]} is not a multiple of {model.max_stride}")
     dev = select_device(device)
@@ -73,14 +109,20 @@ def describe(source: Path, size: tuple[int, int] | None, device: str, runs: int)
     parts = {
         name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()
     }
-    times = time_forward(model, rgb, thermal, runs)
+    gflops = count_flops(model, rgb, thermal) / 1e9
+    if checkpoint is None:
+        runner = TorchBackend(model, dev, fp16)
+    else:
+        runner = load_backend(checkpoint, model, backend, dev, fp16, artifact)
+    times = time_forward(runner.forward, rgb, thermal, runs)
     return {
         "source": str(source),
         "size": size,
         "device": str(dev),
+        "backend": runner.name,
         "parameters": sum(p.numel() for p in model.parameters()),
         "parameters_by_part": parts,
-        "gflops": count_flops(model, rgb, thermal) / 1e9,
+        "gflops": gflops,
         "forward_ms_median": statistics.median(times),
         "forward_ms_min": min(times),
         "rotated": config.detection_head.rotated,
@@ -93,7 +135,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.runs < 1:
         raise ValueError(f"--runs: {args.runs} must be >= 1")
     size = parse_size(args.size) if args.size else None
-    info = describe(args.source, size, args.device, args.runs)
+    info = describe(
+        args.source, size, args.device, args.runs, args.backend, args.artifact, args.fp16
+    )
     width, height = info["size"]
     print(f"model       {info['source']}")
     print(
@@ -105,7 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"GFLOPs      {info['gflops']:.2f} at {width}x{height}")
     print(
         f"forward     {info['forward_ms_median']:.1f} ms median, {info['forward_ms_min']:.1f} ms min "
-        f"({args.runs} runs on {info['device']}, {torch.get_num_threads()} threads)"
+        f"({args.runs} runs, backend {info['backend']} on {info['device']}; torch "
+        f"{torch.get_num_threads()} threads)"
     )
     return 0
 

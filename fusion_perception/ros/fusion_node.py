@@ -15,7 +15,6 @@ from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
@@ -26,10 +25,22 @@ from sensor_msgs.msg import CompressedImage, Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.annotate import draw_detections
+from fusion_perception.backends import BackendError
 from fusion_perception.checkpoint import CheckpointError
 from fusion_perception.engine import FusionEngine, select_device
-from fusion_perception.image_codec import ImageEncodingError, decode_msg, to_rgb8
-from fusion_perception.imaging import Registration, ThermalNormalizer, make_normalizer
+from fusion_perception.image_codec import (
+    ImageEncodingError,
+    decode_compressed_rgb,
+    decode_msg,
+    lookup_encoding,
+    to_rgb8,
+)
+from fusion_perception.imaging import (
+    Registration,
+    ThermalNormalizer,
+    check_network_fit,
+    make_normalizer,
+)
 from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine
 from fusion_perception.ros import params as node_params
 from fusion_perception.ros.image_conversions import image_to_msg
@@ -40,6 +51,10 @@ from fusion_perception.ros.spin import spin_node
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 STREAMS = ("rgb", "thermal")
 CLOCK_JUMP_NS = 1_000_000_000  # a stamp this far behind its stream's last one: the clock jumped
+FUTURE_TOLERANCE_NS = 500_000_000  # a stamp this far ahead of the node's clock is flagged
+FUTURE_FLAG_S = 3.0  # how long a camera's diagnostics stay WARN after a future stamp
+UNPAIRED_WARN_S = 3.0  # both cameras live but no pair for this long: diagnose the stamp offset
+RECENT_STAMPS = 50  # per stream, for measuring the offset between the streams
 
 
 def stamp_ns(msg: Any) -> int:
@@ -70,9 +85,14 @@ class FusionNode(Node):
                 score_threshold=self.p["score_threshold"],
                 nms_threshold=self.p["nms_threshold"],
                 max_detections=self.p["max_detections"],
+                backend=self.p["backend"],
+                artifact=self.p["backend_artifact"] or None,
             )
         except CheckpointError as exc:
             raise ValueError(f"parameter checkpoint: {exc}") from None
+        except BackendError as exc:
+            name = "backend_artifact" if self.p["backend_artifact"] else "backend"
+            raise ValueError(f"parameter {name}: {exc}") from None
         self.normalizer = self._make_normalizer()
         try:
             self.registration = (
@@ -103,6 +123,14 @@ class FusionNode(Node):
         self.processed = 0
         self.last_processed_stamp = 0
         self._last_stamp: dict[str, int] = {}  # newest accepted stamp per stream
+        self._recent_stamps: dict[str, deque[int]] = {
+            s: deque(maxlen=RECENT_STAMPS) for s in STREAMS
+        }
+        self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
+        self._thermal_encoding: str | None = None
+        self._pairs_seen = 0
+        self._pairing_since = time.monotonic()  # since when no pair formed (both cameras live)
+        self._unpaired_logged = False
         self._lock = threading.Lock()
 
         self._create_io()
@@ -112,8 +140,8 @@ class FusionNode(Node):
         self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
         self._worker.start()
         self.get_logger().info(
-            f"ready: {checkpoint} on {self.engine.device} "
-            f"({'rotated' if self.engine.rotated else 'horizontal'} boxes, "
+            f"ready: {checkpoint} on {self.engine.device} ({self.engine.backend.name} backend, "
+            f"{'rotated' if self.engine.rotated else 'horizontal'} boxes, "
             f"classes {', '.join(self.engine.class_names)}); "
             f"rgb={self.resolve_topic_name(self.p['rgb_topic'])} "
             f"thermal={self.resolve_topic_name(self.p['thermal_topic'])}"
@@ -196,6 +224,16 @@ class FusionNode(Node):
         self.receive_delay_ms[stream].append((time.time_ns() - stamp) / 1e6)
         with self._lock:
             self.latest[stream] = (now, msg)
+        ahead = stamp - self.get_clock().now().nanoseconds
+        if ahead > FUTURE_TOLERANCE_NS:
+            self._future[stream] = (now, ahead)
+            self._report(
+                f"{stream}_stamp_future",
+                f"{stream} stamp is {ahead / 1e9:.2f} s ahead of this node's clock (frame_id "
+                f"'{msg.header.frame_id}'): the camera's clock is not synchronised with this host "
+                "(or use_sim_time differs between the nodes)",
+                warning=True,
+            )
         result = self.pairing.push(stream, stamp, msg)
         previous = self._last_stamp.get(stream)
         if (
@@ -212,10 +250,13 @@ class FusionNode(Node):
             )
             self.pairing.reset()
             self._last_stamp.clear()
+            for recent in self._recent_stamps.values():
+                recent.clear()
             self.last_processed_stamp = 0
             result = self.pairing.push(stream, stamp, msg)
         if result.accepted:
             self._last_stamp[stream] = stamp
+            self._recent_stamps[stream].append(stamp)
         else:
             self._report(
                 f"{stream}_{result.reason}",
@@ -223,7 +264,7 @@ class FusionNode(Node):
                 f"(stamp {stamp} ns, frame_id '{msg.header.frame_id}')",
             )
 
-    def _report(self, kind: str, text: str) -> None:
+    def _report(self, kind: str, text: str, warning: bool = False) -> None:
         """Count an input error and log it, at most every 2 s per kind, so a bad stream cannot
         flood the log while a different problem still gets its own line at once."""
         self.errors[kind] += 1
@@ -233,7 +274,11 @@ class FusionNode(Node):
             suppressed = self.errors[kind] - self._logged_count.get(kind, 0) - 1
             suffix = f" ({suppressed} similar since last report)" if suppressed > 0 else ""
             self._logged_count[kind] = self.errors[kind]
-            self.get_logger().error(text + suffix)
+            # rclpy ties one severity to each calling line, so each level has its own call.
+            if warning:
+                self.get_logger().warning(text + suffix)
+            else:
+                self.get_logger().error(text + suffix)
 
     def _silent_streams(self) -> list[str]:
         now = time.monotonic()
@@ -279,10 +324,10 @@ class FusionNode(Node):
 
     def _decode_rgb(self, msg: Any) -> np.ndarray:
         if isinstance(msg, CompressedImage):
-            image = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
-            if image is None:
-                raise ImageEncodingError(f"rgb: cannot decode CompressedImage ({msg.format!r})")
-            return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+            try:
+                return decode_compressed_rgb(msg.data, msg.format)
+            except ImageEncodingError as exc:
+                raise ImageEncodingError(f"rgb: {exc}") from None
         return to_rgb8(decode_msg(msg), msg.encoding)
 
     def _decode_thermal(self, msg: Any) -> np.ndarray:
@@ -292,7 +337,28 @@ class FusionNode(Node):
                 f"({', '.join(THERMAL_ENCODINGS)})"
             )
         raw = decode_msg(msg)
+        self._follow_thermal_encoding(msg.encoding)
         return self.normalizer(raw)
+
+    def _follow_thermal_encoding(self, encoding: str) -> None:
+        """A driver that switches units (mono16 counts -> 32FC1 degrees, -> mono8) mid-stream:
+        the normalizer's temporal state is in the old units, so restart it and say so once."""
+        previous, self._thermal_encoding = self._thermal_encoding, encoding
+        if previous is None or previous == encoding:
+            return
+        if lookup_encoding(previous).dtype == lookup_encoding(encoding).dtype:
+            return  # e.g. mono16 <-> 16UC1: same values
+        self.normalizer.reset()
+        note = ""
+        if self.normalizer.scheme == "fixed_range":
+            lo, hi = self.normalizer.bounds
+            note = f"; fixed_range {lo:g}..{hi:g} was chosen for one of them, check it"
+        self._report(
+            f"thermal_encoding_changed.{previous}->{encoding}",
+            f"thermal encoding changed from {previous} to {encoding}: the thermal "
+            f"normalization ({self.normalizer.scheme}) restarted in the new units{note}",
+            warning=True,
+        )
 
     def _process(self, pair: Pair) -> None:
         t0 = time.perf_counter()
@@ -312,6 +378,7 @@ class FusionNode(Node):
                     f"size mismatch: thermal {thermal.shape[1]}x{thermal.shape[0]} vs rgb "
                     f"{rgb.shape[1]}x{rgb.shape[0]} and no calibration_file to register them"
                 )
+            check_network_fit(rgb.shape[1], rgb.shape[0], self.engine.input_size)
             t1 = time.perf_counter()
             result = self.engine.infer(rgb, thermal)
         except (ImageEncodingError, ValueError, TypeError) as exc:
@@ -343,12 +410,83 @@ class FusionNode(Node):
         self.processed += 1
         self.last_processed_stamp = max(pair.rgb_stamp_ns, pair.thermal_stamp_ns)
 
+    def _stream_offset(self, after_ns: int = 0) -> tuple[float, float, int] | None:
+        """(median, max deviation, samples) in ns of thermal minus the nearest RGB stamp, both
+        with their sync offsets applied: what is left for sync.slop to cover. Only thermal
+        stamps later than ``after_ns`` count (e.g. those since the last processed pair)."""
+        rgb = np.array(self._recent_stamps["rgb"], np.int64) + self.pairing.offsets_ns["rgb"]
+        raw = np.array(self._recent_stamps["thermal"], np.int64)
+        thermal = raw[raw > after_ns] + self.pairing.offsets_ns["thermal"]
+        if rgb.size == 0 or thermal.size == 0:
+            return None
+        rgb.sort()
+        k = np.searchsorted(rgb, thermal).clip(1, max(rgb.size - 1, 1))
+        before, after = rgb[k - 1], rgb[np.minimum(k, rgb.size - 1)]
+        nearest = np.where(np.abs(thermal - before) <= np.abs(thermal - after), before, after)
+        d = (thermal - nearest).astype(np.float64)
+        median = float(np.median(d))
+        return median, float(np.abs(d - median).max()), int(d.size)
+
+    def _unpaired_advice(self, residual_ns: float, jitter_ns: float, samples: int) -> str | None:
+        """What to set when the measured offset keeps the streams from pairing (else None)."""
+        exact = self.p["sync.mode"] == "exact"
+        slop_ns = 0 if exact else self.pairing.slop_ns
+        if abs(residual_ns) - jitter_ns <= slop_ns and not (exact and residual_ns != 0):
+            return None  # the stamps could pair: the cause is elsewhere
+        side = "after" if residual_ns > 0 else "before"
+        measured = (
+            f"thermal stamps are {abs(residual_ns) / 1e6:.1f} ms {side} rgb (after the sync "
+            f"offsets; median of {samples}, jitter {jitter_ns / 1e6:.1f} ms)"
+        )
+        thermal_offset = self.p["sync.thermal_offset"] - residual_ns / 1e9
+        rgb_offset = self.p["sync.rgb_offset"] + residual_ns / 1e9
+        if abs(thermal_offset) > 1.0 and abs(rgb_offset) > 1.0:
+            return (
+                f"{measured}: the cameras stamp with different clocks; stamp both from one "
+                "clock (sync.*_offset is limited to +-1 s)"
+            )
+        offset = (
+            f"sync.thermal_offset:={thermal_offset:.3f}"
+            if abs(thermal_offset) <= 1.0
+            else f"sync.rgb_offset:={rgb_offset:.3f}"
+        )
+        if exact:
+            return f"{measured} and sync.mode is exact; set {offset} or sync.mode:=approximate"
+        slop = (abs(residual_ns) + jitter_ns) / 1e9 + 0.001
+        wider = f" (or sync.slop:={slop:.3f})" if slop <= 1.0 else ""
+        return (
+            f"{measured}, beyond sync.slop {self.pairing.slop_ns / 1e9:.3f} s; set {offset}{wider}"
+        )
+
+    def _pairing_health(self, pairs: int, silent: list[str]) -> str | None:
+        """Warning text when both cameras are live but nothing paired for UNPAIRED_WARN_S."""
+        now = time.monotonic()
+        if pairs != self._pairs_seen or silent:
+            self._pairs_seen, self._pairing_since = pairs, now
+            self._unpaired_logged = False
+            return None
+        unpaired_s = now - self._pairing_since
+        if unpaired_s < UNPAIRED_WARN_S:
+            return None
+        # Thermal frames since the last processed pair: the ones that found no partner.
+        offset = self._stream_offset(after_ns=self.last_processed_stamp)
+        advice = self._unpaired_advice(*offset) if offset is not None and offset[2] >= 3 else None
+        if advice is None:
+            return None
+        text = f"rgb and thermal have not paired for {unpaired_s:.1f} s: {advice}"
+        if not self._unpaired_logged:  # one line per episode; diagnostics repeat it
+            self._unpaired_logged = True
+            self.get_logger().warning(text)
+        return text
+
     def _publish_diagnostics(self) -> None:
         now_ns = self.get_clock().now().nanoseconds
         stats = self.pairing.stats(now_ns)
         silent = self._silent_streams()
+        unpaired = self._pairing_health(stats.pairs + stats.stale_pairs, silent)
         values: dict[str, object] = {
             "device": self.engine.device,
+            "backend": self.engine.backend.name,
             "processed_pairs": self.processed,
             "pair_rate_hz": f"{stats.pair_rate_hz:.2f}",
             "stale_pairs": stats.stale_pairs,
@@ -365,6 +503,11 @@ class FusionNode(Node):
             if self.receive_delay_ms[stream]:
                 delay = float(np.median(self.receive_delay_ms[stream]))
                 values[f"{stream}_receive_delay_ms"] = f"{delay:.2f}"
+        offset = self._stream_offset()
+        if offset is not None:
+            values["thermal_minus_rgb_ms"] = f"{offset[0] / 1e6:.2f}"
+        if unpaired is not None:
+            values["unpaired_s"] = f"{time.monotonic() - self._pairing_since:.1f}"
         if stats.dt_abs_mean_ns is not None:
             values["pair_dt_mean_ms"] = f"{stats.dt_abs_mean_ns / 1e6:.2f}"
             values["pair_dt_p95_ms"] = f"{stats.dt_abs_p95_ns / 1e6:.2f}"
@@ -389,6 +532,9 @@ class FusionNode(Node):
             message = f"camera silent for > {self.p['camera_timeout']} s: {', '.join(silent)}"
             if self.p["fallback"] != "none":
                 message += f" (fallback {self.p['fallback']})"
+        elif unpaired is not None:
+            pipeline_level = DiagnosticStatus.WARN[0]
+            message = unpaired
         statuses.append(
             diagnostic_status(
                 f"{self.get_name()}: pipeline",
@@ -399,16 +545,22 @@ class FusionNode(Node):
             )
         )
         for stream in STREAMS:
-            level = DiagnosticStatus.WARN[0] if stream in silent else DiagnosticStatus.OK[0]
             topic = self.resolve_topic_name(self.p[f"{stream}_topic"])
-            statuses.append(
-                diagnostic_status(
-                    f"{self.get_name()}: {stream} camera",
-                    topic,
-                    level,
-                    f"{stream} camera silent ({topic})" if stream in silent else "receiving",
-                    {"topic": topic, "rate_hz": values[f"{stream}_rate_hz"]},
+            camera = {"topic": topic, "rate_hz": values[f"{stream}_rate_hz"]}
+            level, text = DiagnosticStatus.OK[0], "receiving"
+            future = self._future.get(stream)
+            if stream in silent:
+                level, text = DiagnosticStatus.WARN[0], f"{stream} camera silent ({topic})"
+            elif future is not None and time.monotonic() - future[0] < FUTURE_FLAG_S:
+                level = DiagnosticStatus.WARN[0]
+                text = (
+                    f"{stream} stamps {future[1] / 1e9:.2f} s in the future ({topic}): camera "
+                    "clock not synchronised with this host"
                 )
+            if future is not None:
+                camera["stamp_ahead_s"] = f"{future[1] / 1e9:.3f}"
+            statuses.append(
+                diagnostic_status(f"{self.get_name()}: {stream} camera", topic, level, text, camera)
             )
         array = DiagnosticArray(status=statuses)
         array.header.stamp = self.get_clock().now().to_msg()

@@ -18,6 +18,8 @@ from rcl_interfaces.msg import (
 from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 
+from fusion_perception.backends import BACKEND_CHOICES
+
 
 @dataclass(frozen=True)
 class ParamSpec:
@@ -68,6 +70,21 @@ PARAMS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", read_only=True),
     ParamSpec("fp16", True, "half precision when running on CUDA", read_only=True),
+    ParamSpec(
+        "backend",
+        "auto",
+        "who runs the network: auto = fastest installed for the device (CUDA: tensorrt, else "
+        "torch; CPU: openvino, onnxruntime, torch)",
+        BACKEND_CHOICES,
+        read_only=True,
+    ),
+    ParamSpec(
+        "backend_artifact",
+        "",
+        "file exported for backend by fusion-export; empty = export the checkpoint on first "
+        "start into $FUSION_PERCEPTION_CACHE (else ~/.cache/fusion_perception)",
+        read_only=True,
+    ),
     ParamSpec("score_threshold", 0.3, "minimum detection score", low=0.0, high=1.0),
     ParamSpec("nms_threshold", 0.5, "IoU above which NMS suppresses a box", low=0.01, high=1.0),
     ParamSpec("max_detections", 100, "detections kept per image", low=1, high=1000),

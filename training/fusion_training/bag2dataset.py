@@ -16,7 +16,12 @@ in the format :class:`fusion_training.datasets.PairedFolder` reads:
     out/manifest.yaml          written last: the dataset exists once this file does
 
 Stems are ``<bag name>_<RGB stamp in ns>``. Each pair's files are written under temporary names
-and renamed into place, so an error leaves only complete pairs (and no manifest).
+and renamed into place, so the folder only ever holds complete pairs. A bag whose storage is
+damaged part-way (a corrupted sqlite page, a truncated mcap chunk) keeps the pairs read before the
+damage; the other bags are still converted, the manifest is written for exactly the pairs on disk,
+``source.yaml`` marks that bag ``complete: false`` with the error, and the conversion ends with
+:class:`BagDamagedError` (the CLI exits non-zero). Any other error (a bad encoding, a size mismatch)
+leaves the complete pairs written so far and no manifest.
 """
 
 from __future__ import annotations
@@ -38,7 +43,12 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from fusion_perception import __version__
-from fusion_perception.image_codec import ImageEncodingError, decode_msg, to_rgb8
+from fusion_perception.image_codec import (
+    ImageEncodingError,
+    decode_compressed_rgb,
+    decode_msg,
+    to_rgb8,
+)
 from fusion_perception.imaging import Registration, ThermalNormalizer
 from fusion_perception.pairing import Pair, PairingEngine
 from fusion_training.datasets.folder import LABEL_FORMATS
@@ -60,6 +70,19 @@ _TYPESTORE = get_typestore(Stores.ROS2_KILTED)
 
 class BagError(ValueError):
     """A bag that cannot be converted: unreadable, missing topic, wrong type or encoding."""
+
+
+class _StorageDamageError(BagError):
+    """Raised by ``replay_pairs`` when the bag's storage becomes unreadable part-way."""
+
+
+class BagDamagedError(BagError):
+    """Some bags were damaged part-way; ``result`` describes the dataset written from the rest
+    (manifest included), or is None when nothing could be written."""
+
+    def __init__(self, message: str, result: ConversionResult | None) -> None:
+        super().__init__(message)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -136,16 +159,9 @@ def _stamp_ns(msg: Any) -> int:
 def decode_rgb(msg: Any, msgtype: str, topic: str) -> np.ndarray:
     """An RGB-topic message (Image, or CompressedImage in any format OpenCV reads) -> uint8
     HxWx3 in RGB order."""
-    if msgtype == COMPRESSED_MSG:
-        buffer = np.frombuffer(bytes(msg.data), dtype=np.uint8)
-        image = cv2.imdecode(buffer, cv2.IMREAD_COLOR) if buffer.size else None
-        if image is None:
-            raise ImageEncodingError(
-                f"{topic}: CompressedImage (format {msg.format!r}, {buffer.size} bytes) "
-                "could not be decoded"
-            )
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
     try:
+        if msgtype == COMPRESSED_MSG:
+            return decode_compressed_rgb(bytes(msg.data), msg.format)
         return to_rgb8(decode_msg(msg), msg.encoding)
     except ImageEncodingError as exc:
         raise ImageEncodingError(f"{topic}: {exc}") from None
@@ -259,7 +275,7 @@ def replay_pairs(
                 connection, log_ns, raw = item
                 msg = reader.deserialize(raw, connection.msgtype)
             except Exception as exc:  # rosbags surfaces storage damage as many exception types
-                raise BagError(
+                raise _StorageDamageError(
                     f"{source.path}: unreadable after message {index} "
                     f"(corrupted or truncated bag): {type(exc).__name__}: {exc}"
                 ) from None
@@ -427,6 +443,8 @@ class BagReport:
     pairs: int = 0
     written: int = 0
     sync: dict[str, Any] = field(default_factory=dict)
+    complete: bool = True  # False: storage damage stopped the read part-way
+    error: str | None = None
 
 
 def sync_summary(engine: PairingEngine, dts_ns: Sequence[int]) -> dict[str, Any]:
@@ -463,6 +481,10 @@ class ConversionResult:
     objects: int
     manifest: dict[str, Any]
     source: dict[str, Any]
+
+    @property
+    def damaged(self) -> list[BagReport]:
+        return [r for r in self.bags if not r.complete]
 
 
 def convert_bags(
@@ -511,12 +533,21 @@ def convert_bags(
     written = len(writer.stems)
     objects = pseudo_labeler.objects if pseudo_labeler else 0
     source = _source_dict(reports, job, normalization, written, objects)
+    damaged = [r for r in reports if not r.complete]
+    incomplete = (
+        "INCOMPLETE: "
+        + "; ".join(f"{r.name} is damaged ({r.written} pair(s) kept from it)" for r in damaged)
+        + "; "
+        if damaged
+        else ""
+    )
     manifest = {
         "format_version": 1,
         "classes": list(classes),
         "label_format": label_format,
         "thermal_normalization": normalization.to_dict(),
-        "description": (
+        "description": incomplete
+        + (
             f"{written} RGB/thermal pairs from {len(reports)} rosbag2 recording(s) "
             f"({', '.join(r.name for r in reports)}) by fusion-bag2dataset; "
             + ("labels are pseudo-labels to review; " if pseudo_labeler else "labels are empty; ")
@@ -524,7 +555,15 @@ def convert_bags(
         ),
     }
     writer.finish(manifest, source)
-    return ConversionResult(Path(out), reports, written, objects, manifest, source)
+    result = ConversionResult(Path(out), reports, written, objects, manifest, source)
+    if damaged:
+        raise BagDamagedError(
+            "; ".join(str(r.error) for r in damaged)
+            + f"\n{out} holds the {written} complete pair(s) read from the undamaged parts, with "
+            f"a manifest; {SOURCE} marks the damaged bag(s) 'complete: false'",
+            result,
+        )
+    return result
 
 
 @dataclass(frozen=True)
@@ -561,6 +600,13 @@ def _write_all(sources: Sequence[BagSource], writer: DatasetWriter, job: _Job) -
     """Convert every bag; on failure remove empty output folders and say what was kept."""
     try:
         reports = [_convert_one(source, writer, job) for source in sources]
+        damaged = [r for r in reports if not r.complete]
+        if damaged and not writer.stems:
+            raise BagDamagedError(
+                "; ".join(str(r.error) for r in damaged)
+                + "\nno complete pair was read before the damage; nothing was written",
+                None,
+            )
         if not writer.stems:
             detail = "; ".join(
                 f"{r.name}: {r.messages['rgb']} rgb / {r.messages['thermal']} thermal "
@@ -610,27 +656,17 @@ def _convert_one(source: BagSource, writer: DatasetWriter, job: _Job) -> BagRepo
         dict(source.counts),
     )
     engine = job.sync.engine()
-    labeler = job.labeler
-    if labeler is not None:
-        labeler.reset()
+    if job.labeler is not None:
+        job.labeler.reset()
     dts: list[int] = []
-    for pair in replay_pairs(source, job.rgb_topic, job.thermal_topic, engine, job.progress):
-        dts.append(pair.dt_ns)
-        report.pairs += 1
-        if (report.pairs - 1) % job.every:
-            continue
-        (rgb_msg, rgb_type), (thermal_msg, _) = pair.rgb, pair.thermal
-        try:
-            rgb = decode_rgb(rgb_msg, rgb_type, job.rgb_topic)
-            raw = decode_thermal(thermal_msg, job.thermal_topic)
-            registered = _register(raw, rgb, job.registration)
-        except (ImageEncodingError, ValueError) as exc:
-            raise BagError(
-                f"{source.path}: pair at RGB stamp {pair.rgb_stamp_ns} ns: {exc}"
-            ) from None
-        lines = labeler.label_lines(rgb, raw, job.registration) if labeler is not None else []
-        writer.write_pair(f"{source.name}_{pair.rgb_stamp_ns:019d}", rgb, registered, lines)
-        report.written += 1
+    try:
+        for pair in replay_pairs(source, job.rgb_topic, job.thermal_topic, engine, job.progress):
+            dts.append(pair.dt_ns)
+            _write_one(pair, source, writer, job, report)
+    except _StorageDamageError as exc:
+        # Keep what was read before the damage; the caller records it and goes on.
+        report.complete, report.error = False, str(exc)
+        log.error("%s; keeping the %d pair(s) written from it", exc, report.written)
     report.sync = sync_summary(engine, dts)
     log.info(
         "%s: %d rgb + %d thermal messages -> %d pairs (|dt| mean %s ms, p95 %s ms), %d written",
@@ -643,6 +679,26 @@ def _convert_one(source: BagSource, writer: DatasetWriter, job: _Job) -> BagRepo
         report.written,
     )
     return report
+
+
+def _write_one(
+    pair: Pair, source: BagSource, writer: DatasetWriter, job: _Job, report: BagReport
+) -> None:
+    """Decode, register, label and write one pair (every ``job.every``-th one)."""
+    report.pairs += 1
+    if (report.pairs - 1) % job.every:
+        return
+    (rgb_msg, rgb_type), (thermal_msg, _) = pair.rgb, pair.thermal
+    try:
+        rgb = decode_rgb(rgb_msg, rgb_type, job.rgb_topic)
+        raw = decode_thermal(thermal_msg, job.thermal_topic)
+        registered = _register(raw, rgb, job.registration)
+    except (ImageEncodingError, ValueError) as exc:
+        raise BagError(f"{source.path}: pair at RGB stamp {pair.rgb_stamp_ns} ns: {exc}") from None
+    labeler = job.labeler
+    lines = labeler.label_lines(rgb, raw, job.registration) if labeler is not None else []
+    writer.write_pair(f"{source.name}_{pair.rgb_stamp_ns:019d}", rgb, registered, lines)
+    report.written += 1
 
 
 def _register(raw: np.ndarray, rgb: np.ndarray, registration: Registration | None) -> np.ndarray:

@@ -192,6 +192,8 @@ def fuse_with_checkpoint(
     sources: Mapping[str, tuple[np.ndarray, np.ndarray]],
     device: str = "auto",
     progress: bool = False,
+    backend: str = "torch",
+    artifact: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, np.ndarray]]:
     """Run a checkpoint through FusionEngine on every pair: convention -> pair -> fused image.
 
@@ -201,7 +203,7 @@ def fuse_with_checkpoint(
     """
     from fusion_perception.engine import FusionEngine
 
-    engine = FusionEngine(checkpoint, device=device)
+    engine = FusionEngine(checkpoint, device=device, backend=backend, artifact=artifact)
     out: dict[str, dict[str, np.ndarray]] = {"textbook": {}, "vifb": {}}
     for pair, (rgb, ir) in tqdm(sources.items(), desc="fuse", unit="pair", disable=not progress):
         result = engine.infer(rgb, ir.astype(np.float32) / 255.0)
@@ -584,6 +586,8 @@ def run_vifb(
     name: str | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    backend: str = "torch",
+    artifact: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """``fusion-eval --benchmark vifb``: rank a checkpoint or a folder of fused images (one per
     pair, named by pair) on VIFB's pairs in both conventions and write the report to `out_dir`."""
@@ -594,7 +598,9 @@ def run_vifb(
     pairs = vifb_pairs(root, limit)
     sources = load_sources(root, pairs)
     if checkpoint is not None:
-        images = fuse_with_checkpoint(checkpoint, sources, device=device, progress=progress)
+        images = fuse_with_checkpoint(
+            checkpoint, sources, device, progress, backend=backend, artifact=artifact
+        )
         label = name or Path(checkpoint).stem
         description = (
             f"checkpoint `{checkpoint}` through `FusionEngine` (thermal input = infrared / 255); "

@@ -171,6 +171,7 @@ def evaluate_engine(
             "classes": list(engine.class_names),
             "rotated": engine.rotated,
             "score_threshold": engine.score_threshold,
+            "backend": engine.backend.name,
             "non_finite": fusion.non_finite(),
         },
     }
@@ -189,10 +190,13 @@ def evaluate_checkpoint(
     limit: int | None = None,
     progress: bool = False,
     ap_interpolation: str = "all-point",
+    backend: str = "torch",
+    artifact: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """`evaluate_engine` with a FusionEngine built from `checkpoint` (a path or a Checkpoint,
     e.g. `fusion_perception.checkpoint.new_checkpoint(model, ...)` from the trainer).
-    `fp16` None follows the engine (half precision on CUDA, as the node runs)."""
+    `fp16` None follows the engine (half precision on CUDA, as the node runs); `backend` and
+    `artifact` as FusionEngine takes them."""
     engine = FusionEngine(
         checkpoint,
         device=device,
@@ -200,6 +204,8 @@ def evaluate_checkpoint(
         score_threshold=score_threshold,
         nms_threshold=nms_threshold,
         max_detections=max_detections,
+        backend=backend,
+        artifact=artifact,
     )
     return evaluate_engine(
         engine,

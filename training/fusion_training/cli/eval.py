@@ -19,7 +19,7 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from fusion_perception.checkpoint import load_checkpoint
-from fusion_perception.cli.common import run_cli
+from fusion_perception.cli.common import add_backend_args, run_cli
 from fusion_training.benchmark import BENCHMARKS, run_vifb
 from fusion_training.cli.bag2dataset import add_normalization_args, normalizer_from_args
 from fusion_training.datasets import FORMATS, build_dataset
@@ -101,6 +101,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         "(mmrotate's and the DOTA devkit's default, which DroneVehicle papers report)",
     )
     add_dataset_option_args(parser)
+    # torch by default: scores must not depend on which runtimes happen to be installed
+    add_backend_args(parser, default="torch")
     fused = parser.add_argument_group("fused-images mode")
     fused.add_argument("--fused", type=Path, help="folder of fused images (matched by stem)")
     fused.add_argument("--rgb", type=Path, help="folder of visible source images")
@@ -132,6 +134,8 @@ def _check_mode(args: argparse.Namespace) -> None:
         given = [flag for flag, _, _ in _given_dataset_options(args)]
         if given:
             raise ValueError(f"{', '.join(given)}: dataset options are for --checkpoint mode")
+        if args.backend != "torch" or args.artifact is not None:
+            raise ValueError("--backend/--artifact: run a checkpoint; not for --fused mode")
         return
     if args.checkpoint is None:
         raise ValueError("--checkpoint: required (or use --fused/--rgb/--thermal)")
@@ -352,6 +356,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             device=args.device,
             progress=True,
             log=log.info,
+            backend=args.backend,
+            artifact=args.artifact,
         )
         print(paths["markdown"].read_text(encoding="utf-8"))
         return 0
@@ -382,6 +388,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             limit=args.limit,
             progress=True,
             ap_interpolation=args.ap_interpolation,
+            backend=args.backend,
+            artifact=args.artifact,
         )
         results["meta"].update(
             checkpoint=str(args.checkpoint),
