@@ -69,8 +69,19 @@ class Letterbox:
 
     @classmethod
     def fit(cls, width: int, height: int, input_width: int, input_height: int) -> Letterbox:
+        """Raises ValueError ("size: ...") for a frame whose shorter side would shrink below one
+        pixel (a 4096x1 line scan into 320x256), which OpenCV would meet with an assertion."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"size: empty image ({width}x{height})")
         scale = min(input_width / width, input_height / height)
         new_w, new_h = round(width * scale), round(height * scale)
+        if new_w < 1 or new_h < 1:
+            ratio = max(width / height, height / width)
+            raise ValueError(
+                f"size: a {width}x{height} image (aspect ratio {ratio:.0f}:1) is too elongated "
+                f"for the network input {input_width}x{input_height}: letterboxing would shrink "
+                f"it to {new_w}x{new_h} px"
+            )
         return cls(scale, (input_width - new_w) // 2, (input_height - new_h) // 2, width, height)
 
     @property

@@ -25,7 +25,6 @@ __all__ = [
     "SCHEME_VERSIONS",
     "Registration",
     "ThermalNormalizer",
-    "check_network_fit",
     "make_normalizer",
     "merge_fused_luma",
     "rgb_to_ycbcr",
@@ -314,23 +313,6 @@ class ThermalNormalizer:
 
     def __repr__(self) -> str:
         return f"ThermalNormalizer({self._scheme!r}, v{self.version}, {self._params})"
-
-
-def check_network_fit(width: int, height: int, input_size: tuple[int, int]) -> None:
-    """Raise ValueError ("size: ...") when a width x height frame cannot be letterboxed into the
-    network's ``input_size`` (width, height): its shorter side would shrink below one pixel
-    (a 4096x1 line scan into 320x256). OpenCV would otherwise fail with an assertion."""
-    if width <= 0 or height <= 0:
-        raise ValueError(f"size: empty image ({width}x{height})")
-    in_w, in_h = input_size
-    scale = min(in_w / width, in_h / height)
-    new_w, new_h = round(width * scale), round(height * scale)
-    if new_w < 1 or new_h < 1:
-        ratio = max(width / height, height / width)
-        raise ValueError(
-            f"size: a {width}x{height} image (aspect ratio {ratio:.0f}:1) is too elongated for "
-            f"the network input {in_w}x{in_h}: letterboxing would shrink it to {new_w}x{new_h} px"
-        )
 
 
 def make_normalizer(scheme: str, **params: Any) -> ThermalNormalizer:

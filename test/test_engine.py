@@ -101,3 +101,14 @@ def test_engine_rejects_bad_inputs(node_checkpoint):
         FusionEngine(node_checkpoint, device="cpu", score_threshold=2.0)
     with pytest.raises(ValueError, match="fp16"):
         FusionEngine(node_checkpoint, device="cpu", fp16=True)
+
+
+@pytest.mark.parametrize(("width", "height"), [(4096, 1), (1, 4096), (4096, 2)])
+def test_letterbox_refuses_images_too_elongated_for_the_input(width, height):
+    with pytest.raises(ValueError, match=rf"^size: a {width}x{height} image .* too elongated"):
+        Letterbox.fit(width, height, 320, 256)
+
+
+def test_letterbox_accepts_ordinary_and_tiny_images():
+    for size in ((640, 512), (4096, 8), (1, 1), (16, 4096)):
+        Letterbox.fit(*size, 320, 256)

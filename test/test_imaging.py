@@ -11,7 +11,6 @@ from fusion_perception.imaging import (
     SCHEME_VERSIONS,
     Registration,
     ThermalNormalizer,
-    check_network_fit,
     make_normalizer,
     merge_fused_luma,
     rgb_to_ycbcr,
@@ -167,17 +166,6 @@ def test_percentile_takes_over_a_real_range_change_after_a_few_frames():
 def test_minmax_of_huge_finite_values_stays_finite():
     out = make_normalizer("minmax")(np.array([[-3e38, 0.0, 3e38]], np.float32))
     np.testing.assert_allclose(out, [[0.0, 0.5, 1.0]], atol=1e-6)
-
-
-@pytest.mark.parametrize(("width", "height"), [(4096, 1), (1, 4096), (4096, 2)])
-def test_network_fit_refuses_images_too_elongated_for_the_input(width, height):
-    with pytest.raises(ValueError, match=rf"^size: a {width}x{height} image .* too elongated"):
-        check_network_fit(width, height, (320, 256))
-
-
-def test_network_fit_accepts_ordinary_and_tiny_images():
-    for size in ((640, 512), (4096, 8), (1, 1), (16, 4096)):
-        check_network_fit(*size, (320, 256))
 
 
 def test_state_dtype_follows_the_percentile_state():

@@ -24,7 +24,6 @@ from fusion_perception.image_codec import ImageEncodingError
 from fusion_perception.imaging import (
     Registration,
     ThermalNormalizer,
-    check_network_fit,
     make_normalizer,
 )
 
@@ -113,7 +112,6 @@ def infer_pair(
             f"{stem}: thermal {raw.shape[1]}x{raw.shape[0]} and RGB {rgb.shape[1]}x"
             f"{rgb.shape[0]} differ in size; pass --calibration"
         )
-    check_network_fit(rgb.shape[1], rgb.shape[0], engine.input_size)
     return rgb, engine.infer(rgb, thermal)
 
 

@@ -38,7 +38,6 @@ from fusion_perception.image_codec import (
 from fusion_perception.imaging import (
     Registration,
     ThermalNormalizer,
-    check_network_fit,
     make_normalizer,
 )
 from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine
@@ -378,7 +377,6 @@ class FusionNode(Node):
                     f"size mismatch: thermal {thermal.shape[1]}x{thermal.shape[0]} vs rgb "
                     f"{rgb.shape[1]}x{rgb.shape[0]} and no calibration_file to register them"
                 )
-            check_network_fit(rgb.shape[1], rgb.shape[0], self.engine.input_size)
             t1 = time.perf_counter()
             result = self.engine.infer(rgb, thermal)
         except (ImageEncodingError, ValueError, TypeError) as exc:
