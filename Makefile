@@ -19,7 +19,8 @@ bench: setup
 	@$(ROS_ENV) && $(PY) tools/bench.py --out docs/benchmarks.md
 
 study: setup
-	@$(ROS_ENV) && $(PY) -m fusion_training.study --config config/training/synthetic_nano.yaml --out docs
+	@$(ROS_ENV) && { test -f data/real_pairs/manifest.yaml || $(VENV)/bin/fusion-prepare-real --out data/real_pairs; } \
+		&& $(PY) -m fusion_training.study --out docs $(STUDY_ARGS)
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

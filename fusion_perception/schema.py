@@ -4,6 +4,7 @@ report a wrong value the same way ("<dotted.key> must be <type>, got <value>")."
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -53,4 +54,17 @@ def to_plain(value: Any) -> Any:
         return [to_plain(v) for v in value]
     if isinstance(value, Mapping):
         return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+def json_safe(value: Any) -> Any:
+    """Strict-JSON values: NaN/inf -> null, numpy/torch scalars -> Python numbers."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if getattr(value, "shape", None) == () and hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
     return value

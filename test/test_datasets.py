@@ -927,3 +927,24 @@ def test_evaluation_scores_detection_on_labelled_pairs_only(
     fusion_only = evaluate_engine(engine, PairedFolder(root), limit=1)
     assert fusion_only["detection"] == {} and fusion_only["meta"]["detection_images"] == 0
     assert set(fusion_only["fusion"]) >= {"EN", "SSIM"}
+
+
+def test_evaluation_scores_only_the_fusion_metrics_asked_for(
+    tmp_path: Path, node_checkpoint: Path
+) -> None:
+    from fusion_training.evaluate import evaluate_engine
+
+    from fusion_perception.engine import FusionEngine
+
+    root = _folder(tmp_path / "rec", "yolo", {"a": "0 0.5 0.5 0.25 0.5\n", "b": ""}, False)
+    engine = FusionEngine(node_checkpoint, device="cpu", score_threshold=0.001)
+    full = evaluate_engine(engine, PairedFolder(root))
+    two = evaluate_engine(engine, PairedFolder(root), fusion_metrics=["EN", "SSIM"])
+    assert set(two["fusion"]) == {"EN", "SSIM"} and set(full["fusion"]) > {"EN", "SSIM", "VIF"}
+    assert two["fusion"]["EN"] == pytest.approx(full["fusion"]["EN"])
+    # detection only: no fusion score at all, the same detection score
+    detection_only = evaluate_engine(engine, PairedFolder(root), fusion_metrics=())
+    assert detection_only["fusion"] == {} and detection_only["per_image"] == {}
+    for key in ("mAP50", "mAP50_95"):
+        assert detection_only["detection"][key] == full["detection"][key]
+    assert detection_only["meta"]["images"] == 2

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -177,27 +179,49 @@ def bench_node(checkpoint: Path, workdir: Path) -> list[str]:
 
 
 def bench_trainer(workdir: Path) -> list[str]:
-    """Each method trains the study's nano set-up for 50 steps in this process; the trainer's own
-    step time (data loading excluded) is compared within the run."""
-    from fusion_training.study import METHODS, StudySettings, train_one
+    """Each method trains the study's nano set-up for 2 x 30 steps in this process, the methods
+    interleaved (a machine whose load drifts slows them alike); the trainer's own step time (data
+    loading excluded) is compared within the run."""
+    from fusion_training.config import load_training_config
+    from fusion_training.study import DATA, read_log
+    from fusion_training.trainer import Trainer
 
-    methods = (*METHODS[:2], ("unitygrad_every5", "unitygrad", 5), *METHODS[2:])
-
-    settings = StudySettings(
-        config=REPO / "config" / "training" / "synthetic_nano.yaml",
-        train_length=200,
-        epochs=1,
-        val_length=4,
+    methods = (
+        ("weighted_sum", "weighted_sum", 0),
+        ("unitygrad", "unitygrad", 1),
+        ("unitygrad_every5", "unitygrad", 5),
+        ("pcgrad", "pcgrad", 1),
+        ("cagrad", "cagrad", 1),
+        ("gradnorm", "gradnorm", 1),
+        ("mgda", "mgda", 1),
     )
+    setup = DATA["synthetic"]
     lines = [
-        "## Trainer (one optimisation step, nano at 128x96, batch 4, CPU, 50 steps per method)",
+        "## Trainer (one optimisation step, nano at 128x96, batch 4, CPU, 2 x 30 steps per "
+        "method, interleaved)",
         "",
         "| method | ms per step (median after warm-up) | ratio to weighted sum |",
         "|---|---|---|",
     ]
-    rows = {}
-    for label, method, every in methods:
-        rows[label] = train_one(settings, workdir / "trainer", label, method, every, None).step_ms
+    times: dict[str, list[float]] = {label: [] for label, _, _ in methods}
+    for round_, (label, method, every) in itertools.product(range(2), methods):
+        out = workdir / "trainer" / f"{label}_{round_}"
+        shutil.rmtree(out, ignore_errors=True)
+        overrides = {
+            **setup.overrides(0),
+            "mtl.method": method,
+            "mtl.update_every": every,
+            "mtl.options": {},
+            "max_steps": 30,
+            "eval.every": 100,  # no evaluation: timing only
+            "device": "cpu",
+            "progress": False,
+            "output_dir": str(out),
+        }
+        Trainer(load_training_config(REPO / setup.config, overrides)).fit()
+        log = read_log(out / "train_log.csv")
+        times[label] += [1e3 * row["step_time_s"] for row in log[5:]]  # after warm-up
+    rows = {label: statistics.median(values) for label, values in times.items()}
     for label, ms in rows.items():
         lines.append(f"| {label} | {ms:.1f} | {ms / rows['weighted_sum']:.2f} |")
     lines += [

@@ -45,13 +45,16 @@ def fusion_metric_names(preset: str) -> list[str]:
 class FusionAccumulator:
     """Per-image fusion metrics and their means over the finite values."""
 
-    def __init__(self, preset: str) -> None:
+    def __init__(self, preset: str, names: Sequence[str] | None = None) -> None:
+        """`names`: the metrics to score (None: the preset's; empty: none)."""
         self.preset = preset
-        self.names = fusion_metric_names(preset)
+        self.names = fusion_metric_names(preset) if names is None else list(names)
         self.per_image: dict[str, dict[str, float]] = {}
 
     def add(self, image_id: str, fused: np.ndarray, vis: np.ndarray, ir: np.ndarray) -> None:
         """fused/vis/ir: uint8 (0..255) or float (0..1) HxW, or RGB HxWx3 (scored on BT.601 Y)."""
+        if not self.names:
+            return
         self.per_image[image_id] = evaluate_fusion(
             fused, vis, ir, preset=self.preset, metrics=self.names
         )
@@ -110,13 +113,15 @@ def evaluate_engine(
     limit: int | None = None,
     progress: bool = False,
     ap_interpolation: str = "all-point",
+    fusion_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Run `engine` over dataset items ({"rgb", "thermal", "boxes", "labels", "image_id"}) and
     score fusion and detection. The dataset's class names are matched to the checkpoint's by
     name; run the engine with a low score threshold (e.g. 0.001) for AP. Items with ``labelled``
     False (fusion-only pairs) count for fusion only: their missing boxes are not "no objects".
     Rotated AP uses `ap_interpolation` ("all-point" or VOC07 "11-point") and ignores objects an
-    item flags in ``difficult``."""
+    item flags in ``difficult``. `fusion_metrics` names the fusion metrics to score (None: the
+    preset's; empty: detection only, which skips the costly per-image fusion scores)."""
     if limit is not None and limit < 1:
         raise ValueError(f"limit: must be >= 1, got {limit}")
     if len(dataset) == 0:
@@ -128,7 +133,7 @@ def evaluate_engine(
             "dataset: has rotated boxes but the checkpoint's detection head is horizontal; "
             "evaluate a rotated (obb) checkpoint on it"
         )
-    fusion = FusionAccumulator(preset)
+    fusion = FusionAccumulator(preset, fusion_metrics)
     predictions, targets = [], []
     unlabelled = 0
     count = len(dataset) if limit is None else min(limit, len(dataset))
@@ -163,7 +168,7 @@ def evaluate_engine(
         "detection": detection,
         "per_image": fusion.per_image,
         "meta": {
-            "images": len(fusion.per_image),
+            "images": count,
             "detection_images": len(targets),
             "unlabelled_images": unlabelled,
             "objects": int(sum(len(t["labels"]) for t in targets)),
@@ -192,6 +197,7 @@ def evaluate_checkpoint(
     ap_interpolation: str = "all-point",
     backend: str = "torch",
     artifact: str | os.PathLike | None = None,
+    fusion_metrics: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """`evaluate_engine` with a FusionEngine built from `checkpoint` (a path or a Checkpoint,
     e.g. `fusion_perception.checkpoint.new_checkpoint(model, ...)` from the trainer).
@@ -214,6 +220,7 @@ def evaluate_checkpoint(
         limit=limit,
         progress=progress,
         ap_interpolation=ap_interpolation,
+        fusion_metrics=fusion_metrics,
     )
 
 

@@ -1,382 +1,632 @@
-"""The multitask and modality study (docs/mtl_study.md): what UnityGrad and fusion buy, on a CPU.
+"""The multitask study (docs/mtl_study.md): does UnityGrad beat a plain weighted sum?
 
-Two questions, answered on synthetic day and night scenes with the nano model:
+Every arm (a training set-up: method, λ, head, data) trains from scratch once per seed, and every
+run is scored on data it never saw: fusion on the 21 held-apart VIFB pairs (textbook metrics),
+detection on a fixed synthetic night set and on the 50-pair LLVIP sample. The weighted-sum λ sweep
+draws the trade-off front; UnityGrad counts as a win only beyond that front by more than the seed
+spread (`fusion_training.study_report`).
 
-1. Multitask methods: the same network, data and step budget trained with weighted sum,
-   UnityGrad, PCGrad, CAGrad and GradNorm; both tasks' metrics on one validation set, and each
-   method's optimisation step time as a ratio of the weighted-sum step, measured in this run.
-2. The value of fusion: detection mAP50 on night-only (and day-only) scenes of a model that sees
-   both cameras, against models trained and evaluated with only the RGB or only the thermal camera
-   (the other input blanked, the way modality dropout blanks it).
+Two data set-ups: ``synthetic`` (the nano network on synthetic day/night scenes) and ``real``
+(ImageNet Lite0 on the real training pairs of ``fusion-prepare-real`` + synthetic scenes, the
+shipped model's recipe at a smaller size and budget). The held-apart sets are never used to train
+or to choose: the real arms' "best λ" comes from the synthetic sweep's *validation* scores.
 
-Run with ``python -m fusion_training.study --out docs`` (``make study``). The numbers are from
-short CPU runs on synthetic data: they rank the methods under one budget; they are not the
-paper's results on M3FD or DroneVehicle.
+Resumable: each (arm, seed) result is a JSON file under ``docs/mtl_study_runs/`` with the
+fingerprint of its full training configuration; a rerun trains only what is missing or stale,
+so the study runs in parts (``--time-budget-min``) on a 2-core machine, or at once on a GPU.
+
+    python -m fusion_training.study --out docs            # make study
+    python -m fusion_training.study --report-only         # redraw from the cached runs
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import math
+import platform
 import shutil
 import statistics
 import sys
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fusion_training.config import load_training_config
+from fusion_perception.schema import json_safe, to_plain
+from fusion_training.config import TrainingConfig, load_training_config
 from fusion_training.datasets.synthetic_scenes import SyntheticDataset
 from fusion_training.evaluate import blank_modality, evaluate_checkpoint
 from fusion_training.trainer import Trainer
 
-BASE_CONFIG = Path("config/training/synthetic_nano.yaml")  # relative to the repository root
-FUSION_METRICS = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM", "SCD")
-# (label, mtl.method, mtl.update_every); weighted sum never measures per-task gradients.
-METHODS = (
-    ("weighted_sum", "weighted_sum", 0),
-    ("unitygrad", "unitygrad", 1),
-    ("pcgrad", "pcgrad", 1),
-    ("cagrad", "cagrad", 1),
-    ("gradnorm", "gradnorm", 1),
-)
-# Modality runs (name, label, the input the model never sees: blanked in training and evaluation).
-MODALITIES = (
-    ("fused", "fused (RGB + thermal)", None),
-    ("rgb_only", "RGB only", "thermal"),
-    ("thermal_only", "thermal only", "rgb"),
-)
+# Bump when the held-apart evaluation changes: every cached result becomes stale.
+EVAL_VERSION = 1
+VIFB_METRICS = ("Qabf", "VIF", "SSIM", "MI", "AG", "SF", "EN", "SD", "SCD")
+VAL_FUSION_METRICS = ("Qabf", "SSIM", "MI", "AG")  # on the validation split (choosing λ)
+NIGHT_SCENES = 48  # the fixed synthetic night (and day) evaluation sets, same for every run
+# Config paths are relative to the repository (this source checkout, else the working directory).
+_CHECKOUT = Path(__file__).resolve().parents[2]
+REPO = _CHECKOUT if (_CHECKOUT / "config" / "training").is_dir() else Path.cwd()
+NIGHT_SEED, DAY_SEED = 3000, 4000
+# Parts of the recipe every synthetic run shares (the trainer's budget and evaluation).
+SYNTHETIC_BUDGET = {"train_length": 512, "epochs": 4, "val_length": 48}  # 512 steps
+REAL_BUDGET = {"max_steps": 300, "input_size": [160, 128], "batch_size": 4}
 
 
 @dataclass(frozen=True)
-class StudySettings:
-    """Budget of every run; the defaults take about 25 minutes on 2 CPU cores."""
+class DataSetup:
+    """One training-data set-up of the study: the recipe and the budget every arm on it shares."""
 
-    config: Path = BASE_CONFIG
-    train_length: int = 512
-    epochs: int = 12
-    val_length: int = 48
-    night_length: int = 48
-    seed: int = 0
-    device: str = "cpu"
-    methods: Sequence[tuple[str, str, int]] = METHODS
-    modalities: Sequence[tuple[str, str, str | None]] = MODALITIES
-    # Every modality run uses this method (a label of `methods`), so only the cameras differ.
-    modality_method: str = "weighted_sum"
+    name: str
+    config: Path  # relative to the repository root
+    overrides: Callable[[int], dict[str, Any]]  # seed -> the set-up's overrides of the recipe
+    description: str
 
 
-@dataclass
-class RunResult:
-    label: str  # the run's name, also its folder
-    metrics: dict[str, float]
-    step_ms: float
-    checkpoint: Path
-    log: list[dict[str, float]] = field(default_factory=list)
-
-
-def _overrides(settings: StudySettings, out: Path, method: str, every: int, blank: str | None):
-    augment = {"rgb_pad": 0, "crop_probability": 0.3}
-    if blank is not None:  # always drop the same modality: a single-camera model
-        augment |= {"dropout_probability": 1.0, "dropout_rgb_share": float(blank == "rgb")}
+def _synthetic_overrides(seed: int) -> dict[str, Any]:
+    budget = SYNTHETIC_BUDGET
     return {
-        "mtl.method": method,
-        "mtl.update_every": every,
+        "dataset.train": {"length": budget["train_length"], "seed": seed},
+        "dataset.val": {"length": budget["val_length"], "seed": 1000 + seed},
+        "epochs": budget["epochs"],
+        "eval.every": budget["epochs"],
+        "eval.fusion_images": budget["val_length"],
+    }
+
+
+def _real_overrides(seed: int) -> dict[str, Any]:
+    return {
+        "input_size": REAL_BUDGET["input_size"],
+        "batch_size": REAL_BUDGET["batch_size"],
+        "max_steps": REAL_BUDGET["max_steps"],
+        "epochs": 100,  # max_steps ends the run
+        "eval.every": 100,  # evaluated once, at the end
+        "workers": 0,
+    }
+
+
+DATA = {
+    "synthetic": DataSetup(
+        "synthetic",
+        Path("config/training/synthetic_nano.yaml"),
+        _synthetic_overrides,
+        f"UniFusOD nano at 128x96, batch 4, {SYNTHETIC_BUDGET['train_length']} synthetic scenes "
+        f"(half at night) x {SYNTHETIC_BUDGET['epochs']} epochs = 512 steps, validation on "
+        f"{SYNTHETIC_BUDGET['val_length']} unseen scenes",
+    ),
+    "real": DataSetup(
+        "real",
+        Path("config/training/real_lite0.yaml"),
+        _real_overrides,
+        "UniFusOD lite0 (ImageNet EfficientNet-Lite0) at 160x128, batch 4, "
+        f"{REAL_BUDGET['max_steps']} steps on the real training pairs (RoadScene + TNO, "
+        "`fusion-prepare-real`) + synthetic scenes; validation on the RoadScene val pairs + "
+        "synthetic val scenes",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One training set-up. λ is ``loss.detection_weight``; ``fixed_from`` names the UnityGrad arm
+    whose median α ratio (same seed) sets λ, ``best_lambda`` takes the synthetic sweep's best λ."""
+
+    name: str
+    data: str
+    method: str
+    detection_weight: float = 0.4
+    image_skip: bool = True
+    fixed_from: str | None = None
+    best_lambda: bool = False
+    blank: str | None = None  # the camera this model never sees (training and evaluation)
+    sweep: bool = False  # a point of the weighted-sum λ sweep (the trade-off front)
+
+    @property
+    def update_every(self) -> int:
+        return 0 if self.method == "weighted_sum" else 1  # weighted sum measures no gradients
+
+    def depends_on(self, seeds: Sequence[int], seed: int) -> list[tuple[str, int]]:
+        """(arm, seed) results this run needs first."""
+        if self.fixed_from is not None:
+            return [(self.fixed_from, seed)]
+        if self.best_lambda:
+            return [(arm.name, s) for arm in sweep_arms("synthetic") for s in seeds]
+        return []
+
+
+def _sweep(data: str, prefix: str = "") -> list[Arm]:
+    return [
+        Arm(f"{prefix}ws_{lam:.2f}", data, "weighted_sum", lam, sweep=True)
+        for lam in (0.2, 0.4, 0.6, 0.8, 0.95)
+    ]
+
+
+# Run order = priority (a partial study has the key arms first).
+ARMS: tuple[Arm, ...] = (
+    Arm("ws_0.40", "synthetic", "weighted_sum", 0.4, sweep=True),
+    Arm("unitygrad", "synthetic", "unitygrad"),
+    Arm("fixed_alpha", "synthetic", "weighted_sum", fixed_from="unitygrad"),
+    *[arm for arm in _sweep("synthetic") if arm.name != "ws_0.40"],
+    Arm("real_ws_0.40", "real", "weighted_sum", 0.4),
+    Arm("real_unitygrad", "real", "unitygrad"),
+    Arm("real_fixed_alpha", "real", "weighted_sum", fixed_from="real_unitygrad"),
+    Arm("real_ws_best", "real", "weighted_sum", best_lambda=True),
+    Arm("pcgrad", "synthetic", "pcgrad"),
+    Arm("cagrad", "synthetic", "cagrad"),
+    Arm("gradnorm", "synthetic", "gradnorm"),
+    Arm("mgda", "synthetic", "mgda"),
+    Arm("noskip_ws_0.40", "synthetic", "weighted_sum", 0.4, image_skip=False),
+    Arm("noskip_unitygrad", "synthetic", "unitygrad", image_skip=False),
+    Arm(
+        "noskip_fixed_alpha",
+        "synthetic",
+        "weighted_sum",
+        image_skip=False,
+        fixed_from="noskip_unitygrad",
+    ),
+    Arm("rgb_only", "synthetic", "weighted_sum", 0.4, blank="thermal"),
+    Arm("thermal_only", "synthetic", "weighted_sum", 0.4, blank="rgb"),
+)
+ARM_BY_NAME = {arm.name: arm for arm in ARMS}
+SEEDS = (0, 1, 2)
+
+
+def sweep_arms(data: str) -> list[Arm]:
+    return sorted((a for a in ARMS if a.sweep and a.data == data), key=lambda a: a.detection_weight)
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+class StudyRuns:
+    """The cached (arm, seed) results of one study: ``<root>/<arm>/seed<k>.json``. A result is
+    current when its fingerprint is the configuration a rerun would train (same seeds, budget)."""
+
+    def __init__(
+        self,
+        root: Path,
+        seeds: Sequence[int],
+        max_steps: int | None = None,
+        eval_limit: int | None = None,
+    ) -> None:
+        self.root, self.seeds = root, tuple(seeds)
+        self.max_steps, self.eval_limit = max_steps, eval_limit
+
+    def path(self, arm: str, seed: int) -> Path:
+        return self.root / arm / f"seed{seed}.json"
+
+    def load(self, arm: str, seed: int) -> dict[str, Any] | None:
+        path = self.path(arm, seed)
+        if not path.is_file():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: cached study result is not valid JSON ({error})") from None
+
+    def save(self, result: dict[str, Any]) -> Path:
+        path = self.path(result["arm"], result["seed"])
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        text = json.dumps(json_safe(result), indent=1, sort_keys=True, allow_nan=False)
+        tmp.write_text(text + "\n", encoding="utf-8")
+        tmp.replace(path)  # never a half-written result
+        return path
+
+    def current(self, arm: str, seed: int) -> dict[str, Any] | None:
+        """The cached result if a rerun would train exactly it, else None."""
+        result = self.load(arm, seed)
+        if result is None:
+            return None
+        try:
+            lam = self.detection_weight(ARM_BY_NAME[arm], seed)
+        except ValueError:  # what it was derived from is gone or stale
+            return None
+        config = self.config(ARM_BY_NAME[arm], seed, lam, Path("unused"), "cpu")
+        return result if result["fingerprint"] == self.fingerprint(config) else None
+
+    def fingerprint(self, config: TrainingConfig) -> str:
+        return fingerprint(config, self.eval_limit)
+
+    def config(self, arm: Arm, seed: int, lam: float, out: Path, device: str) -> TrainingConfig:
+        return run_config(arm, seed, lam, out, device, self.max_steps)
+
+    def detection_weight(self, arm: Arm, seed: int) -> float:
+        """λ of (arm, seed): its own, UnityGrad's α ratio (same seed) or the sweep's best."""
+        if arm.fixed_from is not None:
+            source = self.current(arm.fixed_from, seed)
+            if source is None:
+                raise ValueError(f"{arm.name} needs {arm.fixed_from} seed {seed} first")
+            return fixed_lambda(source["detection_weight"], source["diagnostics"]["alpha_ratio"])
+        if arm.best_lambda:
+            return self.best_sweep_lambda()
+        return arm.detection_weight
+
+    def best_sweep_lambda(self) -> float:
+        """The synthetic sweep's λ with the best balanced validation score: the mean over seeds
+        of mAP50 / best mAP50 + Qabf / best Qabf (validation split only, never held-apart data)."""
+        means = {}
+        for arm in sweep_arms("synthetic"):
+            runs = [self.current(arm.name, s) for s in self.seeds]
+            if any(r is None for r in runs):
+                raise ValueError(f"best λ needs every seed of {arm.name}")
+            means[arm.detection_weight] = (
+                statistics.fmean(r["metrics"]["val/mAP50"] for r in runs),
+                statistics.fmean(r["metrics"]["val/fusion/Qabf"] for r in runs),
+            )
+        top_det = max(m[0] for m in means.values()) or 1.0
+        top_fus = max(m[1] for m in means.values()) or 1.0
+        return max(means, key=lambda lam: means[lam][0] / top_det + means[lam][1] / top_fus)
+
+
+# ----------------------------------------------------------------------------- one run
+
+
+def alpha_ratio(log: Sequence[Mapping[str, float]]) -> float:
+    """Median over measured steps of α_detection / α_fusion (both tasks active)."""
+    ratios = [
+        row["alpha/detection"] / row["alpha/fusion"]
+        for row in log
+        if row.get("alpha/fusion", 0) > 0 and row.get("alpha/detection", 0) > 0
+    ]
+    if not ratios:
+        raise ValueError("no step of the UnityGrad run solved α for both tasks")
+    return statistics.median(ratios)
+
+
+def fixed_lambda(unitygrad_lambda: float, ratio: float) -> float:
+    """The weighted-sum λ with UnityGrad's effective task weights α_d·λ : α_f·(1 − λ). Adam's step
+    is invariant to a common scale of the loss, so the ratio is all a fixed weighting can copy."""
+    detection, fusion = ratio * unitygrad_lambda, 1.0 - unitygrad_lambda
+    return detection / (detection + fusion)
+
+
+def run_config(
+    arm: Arm,
+    seed: int,
+    detection_weight: float,
+    out: Path,
+    device: str,
+    max_steps: int | None = None,
+) -> TrainingConfig:
+    """The training configuration of (arm, seed); ``max_steps`` caps the set-up's budget."""
+    setup = DATA[arm.data]
+    augment = load_training_config(REPO / setup.config).augment.options
+    if arm.blank is not None:  # always drop the same camera: a single-camera model
+        augment = {**augment, "dropout_probability": 1.0}
+        augment["dropout_rgb_share"] = float(arm.blank == "rgb")
+    overrides = {
+        **setup.overrides(seed),
+        "mtl.method": arm.method,
+        "mtl.update_every": arm.update_every,
         "mtl.options": {},
+        "loss.detection_weight": detection_weight,
+        "model_overrides": {"fusion_head.image_skip": arm.image_skip},
         "augment.options": augment,
-        "dataset.train": {"length": settings.train_length, "seed": settings.seed},
-        "dataset.val": {"length": settings.val_length, "seed": settings.seed + 1000},
-        "epochs": settings.epochs,
-        "eval.every": settings.epochs,
-        "eval.fusion_metrics": list(FUSION_METRICS),
-        "eval.fusion_images": settings.val_length,
-        "seed": settings.seed,
-        "device": settings.device,
+        "eval.fusion_metrics": list(VAL_FUSION_METRICS),
+        "seed": seed,
+        "device": device,
         "progress": False,
         "log_every": 1,
         "output_dir": str(out),
     }
+    if max_steps is not None:
+        overrides |= {"max_steps": max_steps, "eval.every": 1}
+    return load_training_config(REPO / setup.config, overrides)
 
 
-def train_one(
-    settings: StudySettings, workdir: Path, label: str, method: str, every: int, blank: str | None
-) -> RunResult:
-    out = workdir / label
-    shutil.rmtree(out, ignore_errors=True)  # a study always trains from scratch
-    config = load_training_config(settings.config, _overrides(settings, out, method, every, blank))
-    result = Trainer(config).fit()
-    with (out / "train_log.csv").open() as stream:
-        log = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(stream)]
+def fingerprint(config: TrainingConfig, eval_limit: int | None = None) -> str:
+    """What makes two runs the same: the full configuration (with the model's) and the
+    held-apart evaluation (version, limit); not where it ran or wrote."""
+    plain = config.to_dict()
+    for key in ("output_dir", "device", "progress"):
+        plain.pop(key)
+    plain["model"] = to_plain(config.model_config())
+    plain["eval_version"] = EVAL_VERSION
+    if eval_limit is not None:
+        plain["eval_limit"] = eval_limit
+    text = json.dumps(plain, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def read_log(path: Path) -> list[dict[str, float]]:
+    with path.open() as stream:
+        return [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(stream)]
+
+
+def step_ms(log: Sequence[Mapping[str, float]]) -> float:
+    """Median trainer step time after warm-up (data loading excluded)."""
     warm = log[min(10, len(log) // 4) :] or log
-    step_ms = 1e3 * statistics.median(row["step_time_s"] for row in warm)
-    return RunResult(label, dict(result.metrics), step_ms, result.last_checkpoint, log)
+    return 1e3 * statistics.median(row["step_time_s"] for row in warm)
 
 
-def scene_map50(checkpoint: Path, settings: StudySettings, night: bool, blank: str | None) -> float:
-    config = load_training_config(settings.config)
-    width, height = config.input_size
-    dataset = SyntheticDataset(
-        settings.night_length,
-        width=width,
-        height=height,
-        classes=tuple(config.classes),
-        seed=settings.seed + (3000 if night else 4000),
-        night_probability=1.0 if night else 0.0,
-        max_objects=int(config.dataset.options.get("max_objects", 6)),
-        transform=blank_modality(blank),
+def diagnostics(log: Sequence[Mapping[str, float]], out: Path, method: str) -> dict[str, Any]:
+    """The premise numbers of one run (mtl_summary.json) and α's median ratio."""
+    summary = json.loads((out / "mtl_summary.json").read_text(encoding="utf-8"))
+    pair = next(iter(summary["ema_cosine"]), None)
+    found = {
+        "step_ms": step_ms(log),
+        "steps": summary["steps"],
+        "premise_holds": summary["premise_conflicting_gradients"],
+        "cosine_mean": (summary["cosine"].get(pair) or {}).get("mean"),
+        "ema_cosine_last": (summary["ema_cosine"].get(pair) or {}).get("last"),
+        "ema_cosine_min": (summary["ema_cosine_after_warmup"].get(pair) or {}).get("min"),
+        "clip_factor_mean": summary["clip_factor"]["mean"],
+        "shared_to_head": {t: s["mean"] for t, s in summary["shared_to_head_grad_ratio"].items()},
+        "alpha_mean": {t: s["mean"] for t, s in summary["alpha"].items()},
+    }
+    norms = [
+        (row["grad_norm/fusion"], row["grad_norm/detection"])
+        for row in log
+        if row.get("grad_norm/fusion", 0) > 0 and row.get("grad_norm/detection", 0) > 0
+    ]
+    found["detection_to_fusion_grad"] = (
+        statistics.median(d / f for f, d in norms) if norms else None
     )
-    result = evaluate_checkpoint(checkpoint, dataset, device=settings.device)
-    return float(result["detection"]["mAP50"])
+    found["alpha_ratio"] = alpha_ratio(log) if method == "unitygrad" else None
+    return found
 
 
-def run_study(settings: StudySettings, workdir: Path) -> dict[str, Any]:
-    chosen = {label: (method, every) for label, method, every in settings.methods}
-    if settings.modality_method not in chosen:
-        raise ValueError(
-            f"modality_method: {settings.modality_method!r} is not one of the study's methods "
-            f"{list(chosen)}"
+# ----------------------------------------------------------------------------- held-apart scores
+
+
+class HeldApart:
+    """The evaluation-only data, loaded once: VIFB pairs, the LLVIP sample, and the synthetic
+    night/day sets are built per input size."""
+
+    def __init__(self, data_root: Path, limit: int | None = None) -> None:
+        from fusion_training import benchmark
+        from fusion_training.datasets import build_dataset
+
+        self.root, self.limit = data_root, limit
+        try:
+            self.vifb = benchmark.load_sources(data_root, benchmark.vifb_pairs(data_root, limit))
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"study: held-apart VIFB pairs: {error}") from None
+        llvip = data_root / "llvip_sample" / "LLVIP"
+        if not llvip.is_dir():
+            raise FileNotFoundError(f"study: held-apart LLVIP sample not found at {llvip}")
+        self.llvip = build_dataset("llvip", llvip, split="train")
+
+    def score(self, checkpoint: Path, config: TrainingConfig, blank: str | None, device: str):
+        import numpy as np
+
+        from fusion_perception.engine import FusionEngine
+        from fusion_training import benchmark
+
+        width, height = config.input_size
+        scores: dict[str, float | None] = {}
+        for name, seed, night in (("night", NIGHT_SEED, 1.0), ("day", DAY_SEED, 0.0)):
+            scenes = SyntheticDataset(
+                self.limit or NIGHT_SCENES,
+                width=width,
+                height=height,
+                classes=tuple(config.classes),
+                seed=seed,
+                night_probability=night,
+                transform=blank_modality(blank),
+            )
+            result = evaluate_checkpoint(checkpoint, scenes, device=device, fusion_metrics=())
+            scores[f"{name}/mAP50"] = float(result["detection"]["mAP50"])
+        if blank is not None:  # a single-camera model: no fusion and no real pairs to judge
+            return scores
+        result = evaluate_checkpoint(
+            checkpoint, self.llvip, device=device, limit=self.limit, fusion_metrics=()
         )
-    methods = [
-        train_one(settings, workdir / "methods", label, method, every, None)
-        for label, method, every in settings.methods
-    ]
-    method, every = chosen[settings.modality_method]
-    fused = next(r for r in methods if r.label == settings.modality_method)
-    modalities = []
-    for name, label, blank in settings.modalities:
-        if blank is None:
-            run = fused
-        else:
-            run = train_one(settings, workdir / "modalities", name, method, every, blank)
-        modalities.append(
-            {
-                "label": label,
-                "night_mAP50": scene_map50(run.checkpoint, settings, True, blank),
-                "day_mAP50": scene_map50(run.checkpoint, settings, False, blank),
-            }
-        )
-    return {"methods": methods, "modalities": modalities}
+        scores["llvip/person_AP50"] = float(result["detection"]["per_class"]["person"])
+        scores["llvip/person_AP50_95"] = float(result["detection"]["per_class_50_95"]["person"])
+        engine = FusionEngine(checkpoint, device=device)
+        fused = {
+            pair: engine.infer(rgb, ir.astype(np.float32) / 255.0).fused_luma
+            for pair, (rgb, ir) in self.vifb.items()
+        }
+        means = benchmark.score_images(fused, self.vifb, "textbook", VIFB_METRICS).means
+        scores |= {f"vifb/{k}": float(means[k]) for k in VIFB_METRICS}
+        return scores
 
 
-def plot(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    methods = results["methods"]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4), dpi=100)
-    ax = axes[0]
-    for run in methods:
-        steps = [row["step"] for row in run.log]
-        total = [row["loss/total"] for row in run.log]
-        ax.plot(steps, _smooth(total), lw=1.2, label=run.label)
-    ax.set(xlabel="step", ylabel="training loss (smoothed)", title="Training loss", yscale="log")
-    ax.legend(fontsize=8)
-    ax = axes[1]
-    for run in methods:
-        ax.scatter(run.metrics.get("fusion/SSIM", float("nan")), run.metrics["mAP50"], s=40)
-        ax.annotate(run.label, (run.metrics.get("fusion/SSIM", 0.0), run.metrics["mAP50"]))
-    ax.set(xlabel="fusion SSIM (sum over sources)", ylabel="detection mAP50", title="Both tasks")
-    ax.grid(alpha=0.3)
-    ax = axes[2]
-    labels = [m["label"] for m in results["modalities"]]
-    x = range(len(labels))
-    ax.bar(
-        [i - 0.2 for i in x], [m["night_mAP50"] for m in results["modalities"]], 0.4, label="night"
-    )
-    ax.bar([i + 0.2 for i in x], [m["day_mAP50"] for m in results["modalities"]], 0.4, label="day")
-    ax.set_xticks(list(x), labels, fontsize=8)
-    ax.set(ylabel="mAP50", title="Which cameras the model sees")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-GRADIENT_COLUMNS = (
-    "grad_norm/fusion",
-    "grad_norm/detection",
-    "cos/fusion-detection",
-    "alpha/fusion",
-    "alpha/detection",
-)
+def train_and_score(
+    arm: Arm, seed: int, runs: StudyRuns, workdir: Path, held: HeldApart, device: str
+) -> dict[str, Any]:
+    """Train (arm, seed) from scratch, score it on the held-apart sets, cache the result."""
+    lam = runs.detection_weight(arm, seed)
+    out = workdir / arm.name / f"seed{seed}"
+    shutil.rmtree(out, ignore_errors=True)  # a study run always trains from scratch
+    config = runs.config(arm, seed, lam, out, device)
+    started = time.monotonic()
+    trained = Trainer(config).fit()
+    train_s = time.monotonic() - started
+    log = read_log(out / "train_log.csv")
+    metrics = {
+        "val/mAP50": float(trained.metrics["mAP50"]),
+        "val/mAP50_95": float(trained.metrics["mAP50_95"]),
+        **{f"val/fusion/{k}": float(trained.metrics[f"fusion/{k}"]) for k in VAL_FUSION_METRICS},
+    }
+    metrics |= held.score(trained.last_checkpoint, config, arm.blank, device)
+    result = {
+        "arm": arm.name,
+        "seed": seed,
+        "data": arm.data,
+        "method": arm.method,
+        "detection_weight": lam,
+        "image_skip": arm.image_skip,
+        "blank": arm.blank,
+        "fingerprint": runs.fingerprint(config),
+        "metrics": metrics,
+        "diagnostics": diagnostics(log, out, arm.method),
+        "train_s": train_s,
+        "date": time.strftime("%Y-%m-%d"),
+        "machine": machine_line(),
+    }
+    runs.save(result)
+    return result
 
 
-def _median(log: list[dict[str, float]], key: str) -> float:
-    values = [row[key] for row in log if key in row and math.isfinite(row[key])]
-    return statistics.median(values) if values else math.nan
+def run_study(
+    arms: Sequence[Arm],
+    runs: StudyRuns,
+    workdir: Path,
+    data_root: Path,
+    device: str,
+    budget_s: float | None,
+) -> tuple[int, list[str]]:
+    """Train what is missing or stale, in priority order, until the time budget; returns the
+    number of runs trained and a line per (arm, seed) left undone."""
+    started, trained, left = time.monotonic(), 0, []
+    held = None
+    for arm, seed in [(arm, seed) for arm in arms for seed in runs.seeds]:
+        if runs.current(arm.name, seed) is not None:
+            continue
+        waiting = [
+            f"{name} seed {s}"
+            for name, s in arm.depends_on(runs.seeds, seed)
+            if runs.current(name, s) is None
+        ]
+        if waiting:
+            left.append(f"{arm.name} seed {seed}: waits for {', '.join(waiting)}")
+            continue
+        if budget_s is not None and time.monotonic() - started > budget_s:
+            left.append(f"{arm.name} seed {seed}: time budget spent")
+            continue
+        if arm.data == "real":
+            _require_real_pairs()
+        held = held or HeldApart(data_root, runs.eval_limit)
+        print(f"study: training {arm.name} seed {seed}", flush=True)
+        result = train_and_score(arm, seed, runs, workdir, held, device)
+        trained += 1
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in result["metrics"].items() if finite(v))
+        print(f"study: {arm.name} seed {seed} in {result['train_s']:.0f} s: {shown}", flush=True)
+    return trained, left
 
 
-def _smooth(values: list[float], window: int = 15) -> list[float]:
-    out, acc = [], []
-    for v in values:
-        acc.append(v)
-        if len(acc) > window:
-            acc.pop(0)
-        out.append(sum(acc) / len(acc))
-    return out
-
-
-def report(results: dict[str, Any], settings: StudySettings, figure: str, machine: str) -> str:
-    methods = results["methods"]
-    base = next((r.step_ms for r in methods if r.label == "weighted_sum"), methods[0].step_ms)
-    steps = int(max(row["step"] for row in methods[0].log))
-    recipe = load_training_config(settings.config)
-    (width, height), batch = recipe.input_size, recipe.batch_size
-    lines = [
-        "# Multitask methods and the value of fusion (synthetic scenes, CPU)",
-        "",
-        f"Produced by `python -m fusion_training.study` on {time.strftime('%Y-%m-%d')}. {machine}.",
-        f"Every run: `{settings.config}` (UniFusOD nano at {width}x{height}, batch {batch}), "
-        f"{settings.train_length} training scenes "
-        f"(half at night), {settings.epochs} epochs ({steps} steps), seed {settings.seed}; "
-        f"validation on {settings.val_length} unseen scenes. Short runs on synthetic data: they "
-        "compare methods under one budget, they are not the paper's numbers.",
-        "",
-        f"![study]({figure})",
-        "",
-        "## Multitask methods (same network, data and steps)",
-        "",
-        "| method | mAP50 | mAP50:95 | " + " | ".join(FUSION_METRICS) + " | step ms | step / WS |",
-        "|---|---|---|" + "---|" * len(FUSION_METRICS) + "---|---|",
-    ]
-    for run in methods:
-        m = run.metrics
-        fusion = " | ".join(f"{m.get('fusion/' + k, float('nan')):.3f}" for k in FUSION_METRICS)
-        lines.append(
-            f"| {run.label} | {m['mAP50']:.3f} | {m['mAP50_95']:.3f} | {fusion} | "
-            f"{run.step_ms:.0f} | {run.step_ms / base:.2f} |"
-        )
-    lines += [
-        "",
-        "Step time is the trainer's own per-step time (forward, the method's backward passes and "
-        "solve, optimiser step; data loading excluded), median after warm-up, all runs in one "
-        "process. Weighted sum runs one backward pass; UnityGrad, PCGrad, CAGrad and GradNorm need "
-        "each task's gradient on the shared parameters (two backward passes) every step here; "
-        "`mtl.update_every: 5` reuses UnityGrad's α in between (see docs/benchmarks.md).",
-        "",
-        "### Task gradients on the shared parameters (median over the run's steps)",
-        "",
-        "| method | ‖g fusion‖ | ‖g detection‖ | cos(g fusion, g detection) | α fusion | α detection |",
-        "|---|---|---|---|---|---|",
-    ]
-    for run in methods:
-        stats = {key: _median(run.log, key) for key in GRADIENT_COLUMNS}
-        if math.isnan(stats["grad_norm/fusion"]):
-            continue  # weighted sum does not measure per-task gradients
-        lines.append(
-            f"| {run.label} | " + " | ".join(f"{stats[key]:.4g}" for key in GRADIENT_COLUMNS) + " |"
-        )
-    lines += [
-        "",
-        "## Which cameras the model sees (detection mAP50)",
-        "",
-        "| model | night scenes | day scenes |",
-        "|---|---|---|",
-    ]
-    for m in results["modalities"]:
-        lines.append(f"| {m['label']} | {m['night_mAP50']:.3f} | {m['day_mAP50']:.3f} |")
-    lines += [
-        "",
-        f"{settings.night_length} night-only and {settings.night_length} day-only scenes, never "
-        "seen in training. The single-camera models are trained with the other camera always "
-        "blanked (modality dropout with probability 1) and evaluated the same way; all three "
-        f"train with `{settings.modality_method}` and the fused model is that run above. At night "
-        "people are nearly invisible in the synthetic "
-        "RGB image but hot in thermal; by day the RGB image carries colour and texture that "
-        "thermal lacks.",
-        "",
-    ]
-    return "\n".join(lines)
+def _require_real_pairs() -> None:
+    parts = load_training_config(REPO / DATA["real"].config).dataset.options["parts"]
+    for part in parts:
+        root = part.get("root")
+        if root and not Path(root, "manifest.yaml").is_file():
+            raise FileNotFoundError(
+                f"study: the real arms train on {root}, which does not exist here; "
+                f"build it first: fusion-prepare-real --out {root}"
+            )
 
 
 def machine_line() -> str:
     import os
-    import platform
 
     import torch
 
     return (
-        f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"torch {torch.__version__}, {torch.get_num_threads()} threads"
     )
 
 
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _names(text: str, known: Sequence[str], flag: str, parser: argparse.ArgumentParser):
+    chosen = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in known]
+    if unknown or not chosen:
+        parser.error(f"{flag}: unknown {unknown}; choose from {list(known)}")
+    return chosen
+
+
 def get_args_parser() -> argparse.ArgumentParser:
+    from fusion_training.real_pairs import default_data_root
+
     parser = argparse.ArgumentParser(prog="fusion-study", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("docs"), help="folder of the report")
     parser.add_argument(
-        "--workdir",
+        "--cache",
         type=Path,
-        default=Path("runs/study"),
-        help="scratch folder of the training runs (earlier study runs in it are replaced)",
+        help="folder of the per-(arm, seed) results (default: OUT/mtl_study_runs)",
     )
     parser.add_argument(
-        "--config",
-        type=Path,
-        default=BASE_CONFIG,
-        help="training recipe every run starts from (default: %(default)s)",
+        "--workdir", type=Path, default=Path("runs/study"), help="scratch folder of the runs"
     )
-    parser.add_argument("--train-length", type=int, default=StudySettings.train_length)
-    parser.add_argument("--epochs", type=int, default=StudySettings.epochs)
-    parser.add_argument("--val-length", type=int, default=StudySettings.val_length)
-    parser.add_argument("--night-length", type=int, default=StudySettings.night_length)
-    parser.add_argument("--seed", type=int, default=StudySettings.seed)
+    parser.add_argument("--arms", help="comma-separated arms (default: all, in priority order)")
+    parser.add_argument("--data", help="only the arms on these data set-ups (synthetic, real)")
+    parser.add_argument("--seeds", default=",".join(map(str, SEEDS)), help="%(default)s")
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
-        "--modality-method",
-        default=StudySettings.modality_method,
-        help="method the fused and single-camera models train with (one of --methods)",
+        "--data-root",
+        type=Path,
+        default=default_data_root(),
+        help="shared data root with vifb/ and llvip_sample/ (held apart; default: %(default)s)",
     )
     parser.add_argument(
-        "--methods",
-        default=",".join(label for label, _, _ in METHODS),
-        help="comma-separated subset of the multitask methods (default: all)",
+        "--time-budget-min",
+        type=float,
+        help="start no new run after this many minutes (the report covers what is cached)",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=int,
+        help="cap every run at N steps (quick checks; cached apart from full runs by fingerprint)",
+    )
+    parser.add_argument(
+        "--eval-limit",
+        type=int,
+        help="score on the first N held-apart pairs/scenes only (quick checks; cached apart)",
+    )
+    parser.add_argument(
+        "--report-only", action="store_true", help="train nothing; report the cached runs"
     )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from fusion_training import study_report
+
     parser = get_args_parser()
     args = parser.parse_args(argv)
-    known = {label: (label, method, every) for label, method, every in METHODS}
-    chosen = [name.strip() for name in args.methods.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in known]
-    if unknown or not chosen:
-        parser.error(f"--methods: unknown {unknown}; choose from {list(known)}")
-    if args.modality_method not in chosen:
-        parser.error(f"--modality-method: {args.modality_method!r} is not in --methods {chosen}")
-    settings = StudySettings(
-        config=args.config,
-        train_length=args.train_length,
-        epochs=args.epochs,
-        val_length=args.val_length,
-        night_length=args.night_length,
-        seed=args.seed,
-        device=args.device,
-        methods=tuple(known[name] for name in chosen),
-        modality_method=args.modality_method,
-    )
-    started = time.monotonic()
-    results = run_study(settings, args.workdir)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plot(results, args.out / "mtl_study.png")
-    text = report(results, settings, "mtl_study.png", machine_line())
-    (args.out / "mtl_study.md").write_text(text, encoding="utf-8")
-    raw = {
-        "methods": [
-            {"label": r.label, "metrics": r.metrics, "step_ms": r.step_ms}
-            for r in results["methods"]
-        ],
-        "modalities": results["modalities"],
-    }
-    (args.out / "mtl_study.json").write_text(json.dumps(raw, indent=2), encoding="utf-8")
-    print(text)
-    print(f"fusion-study: {args.out / 'mtl_study.md'} in {time.monotonic() - started:.0f} s")
+    arms = list(ARMS)
+    if args.arms:
+        chosen = set(_names(args.arms, list(ARM_BY_NAME), "--arms", parser))
+        arms = [arm for arm in arms if arm.name in chosen]
+    if args.data:
+        chosen = set(_names(args.data, list(DATA), "--data", parser))
+        arms = [arm for arm in arms if arm.data in chosen]
+    if not arms:
+        parser.error("--arms/--data: no arm matches both")
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds: comma-separated integers, got {args.seeds!r}")
+    if not seeds or len(set(seeds)) != len(seeds):
+        parser.error(f"--seeds: distinct integers needed, got {args.seeds!r}")
+    for flag, value in (("--max-steps", args.max_steps), ("--eval-limit", args.eval_limit)):
+        if value is not None and value < 1:
+            parser.error(f"{flag}: must be >= 1, got {value}")
+    cache = args.cache or args.out / "mtl_study_runs"
+    runs = StudyRuns(cache, seeds, args.max_steps, args.eval_limit)
+    left: list[str] = []
+    if not args.report_only:
+        budget = None if args.time_budget_min is None else 60 * args.time_budget_min
+        try:
+            trained, left = run_study(arms, runs, args.workdir, args.data_root, args.device, budget)
+        except FileNotFoundError as error:
+            print(error, file=sys.stderr)
+            return 2
+        print(f"study: trained {trained} runs; {len(left)} left undone")
+        for line in left:
+            print(f"  not run: {line}")
+    results = [
+        result for arm in ARMS for s in seeds if (result := runs.current(arm.name, s)) is not None
+    ]
+    if not results:
+        print(f"study: no current cached runs in {runs.root}; nothing to report", file=sys.stderr)
+        return 1
+    path = study_report.write(results, seeds, args.out, left)
+    print(f"study: {path} from {len(results)} runs")
     return 0
 
 

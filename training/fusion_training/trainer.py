@@ -65,6 +65,7 @@ from fusion_perception.checkpoint import (
 from fusion_perception.engine import select_device
 from fusion_perception.imaging import make_normalizer
 from fusion_perception.model import TASKS, ModelConfig, build_model
+from fusion_perception.schema import json_safe
 from fusion_training.augment import AugmentConfig, PairedAugment
 from fusion_training.config import TrainingConfig
 from fusion_training.datasets import FORMATS, build_dataset, collate
@@ -246,19 +247,6 @@ class ExcludeObjectless:
         return LossOutput(tasks=tasks, terms=loss.terms)
 
 
-def _json_safe(value: Any) -> Any:
-    """Plain JSON types: NaN/inf -> null, numpy scalars -> Python numbers."""
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (np.generic,)):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 def _fmt(stat: Mapping[str, Any] | None, key: str = "mean") -> str:
     value = (stat or {}).get(key)
     return "n/a" if value is None else f"{value:.3g}"
@@ -267,7 +255,7 @@ def _fmt(stat: Mapping[str, Any] | None, key: str = "mean") -> str:
 def write_mtl_summary(method: MultiTaskMethod, out_dir: Path) -> dict[str, Any]:
     """Write the method's run summary to ``mtl_summary.json`` and log it (two lines: the
     numbers, and whether Nash's premise held)."""
-    summary = _json_safe(method.summary())
+    summary = json_safe(method.summary())
     with (out_dir / MTL_SUMMARY).open("w", encoding="utf-8") as stream:
         json.dump(summary, stream, indent=2)
     pair = next(iter(summary["ema_cosine"]), None)
