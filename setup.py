@@ -30,7 +30,7 @@ setup(
         *share_files("models"),
     ],
     # ROS packages come from rosdep (package.xml), never from pip; torch is user-installed.
-    install_requires=["numpy", "pyyaml"],
+    install_requires=["numpy", "pyyaml", "scipy"],
     zip_safe=True,
     maintainer="fusion_perception maintainers",
     maintainer_email="maintainers@fusion-perception.invalid",

@@ -25,12 +25,14 @@ def draw_detections(
     """Return a copy of `image` (uint8 HxWx3, any channel order is drawn as RGB) with boxes and labels."""
     out = np.ascontiguousarray(image).copy()
     polygons = cxcywha_to_polygon(torch.as_tensor(detections.boxes, dtype=torch.float64)).numpy()
-    for polygon, score, label in zip(polygons, detections.scores, detections.labels, strict=True):
+    ids = detections.ids if detections.ids is not None else np.full(len(detections), -1)
+    rows = zip(polygons, detections.scores, detections.labels, ids, strict=True)
+    for polygon, score, label, track in rows:
         colour = class_colour(int(label))
         corners = np.round(polygon).astype(np.int32)
         cv2.polylines(out, [corners], isClosed=True, color=colour, thickness=thickness)
         name = class_names[int(label)] if 0 <= int(label) < len(class_names) else str(int(label))
-        text = f"{name} {score:.2f}"
+        text = f"{name} #{track} {score:.2f}" if track >= 0 else f"{name} {score:.2f}"
         x, y = corners[:, 0].min(), corners[:, 1].min()
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.45, 1)
         y_text = max(int(y), th + base)

@@ -9,6 +9,7 @@ import ctypes
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -146,11 +147,13 @@ def clip_to_image(boxes: np.ndarray, width: int, height: int, rotated: bool) -> 
 
 @dataclass
 class Detections:
-    """Boxes [N,5] (cx, cy, w, h, angle) in original RGB pixels, scores [N], class indices [N]."""
+    """Boxes [N,5] (cx, cy, w, h, angle) in original RGB pixels, scores [N], class indices [N];
+    ids [N]: persistent object ids from a tracker (-1: none yet), None when nothing tracks."""
 
     boxes: np.ndarray
     scores: np.ndarray
     labels: np.ndarray
+    ids: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.scores)
@@ -181,7 +184,9 @@ class FusionEngine:
     and fusion-infer default to 'auto'. artifact: an exported file for that backend; None
     exports the checkpoint into the cache on first use. Either way the artifact is checked
     against the checkpoint before use. warmup: forward passes at construction so the first
-    real frame is not slow. tune_allocator: on CPU, see `tune_cpu_allocator`.
+    real frame is not slow. tune_allocator: on CPU, see `tune_cpu_allocator`. classes: names
+    of the classes to report (None: all); the others are dropped before NMS. agnostic_nms: one
+    box per object whatever its class (NMS across classes).
     """
 
     def __init__(
@@ -196,6 +201,8 @@ class FusionEngine:
         tune_allocator: bool = True,
         backend: str = "torch",
         artifact: str | os.PathLike | None = None,
+        classes: Sequence[str] | None = None,
+        agnostic_nms: bool = False,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(checkpoint)
@@ -219,6 +226,8 @@ class FusionEngine:
         )
         self.input_size = checkpoint.input_size
         self.class_names = checkpoint.class_names
+        self.class_filter = self._class_indices(classes)
+        self.agnostic_nms = agnostic_nms
         self.rotated = checkpoint.model_config.detection_head.rotated
         self.pyramid_levels = checkpoint.model_config.fusion_head.pyramid_levels
         for _ in range(warmup):
@@ -226,6 +235,17 @@ class FusionEngine:
             self.infer(
                 np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.float32)
             )
+
+    def _class_indices(self, classes: Sequence[str] | None) -> list[int] | None:
+        if classes is None:
+            return None
+        unknown = [name for name in classes if name not in self.class_names]
+        if unknown or not classes:
+            raise ValueError(
+                f"classes: {unknown or 'an empty list'} is not a subset of the checkpoint's "
+                f"classes {list(self.class_names)}"
+            )
+        return [self.class_names.index(name) for name in classes]
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
         tensor = torch.from_numpy(image).to(self.device, non_blocking=True)
@@ -271,6 +291,8 @@ class FusionEngine:
                 score_threshold=self.score_threshold,
                 nms_threshold=self.nms_threshold,
                 max_detections=self.max_detections,
+                classes=self.class_filter,
+                agnostic=self.agnostic_nms,
             )
             if "fusion_weight" in outputs:
                 fused_luma = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)

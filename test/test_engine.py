@@ -112,3 +112,29 @@ def test_letterbox_refuses_images_too_elongated_for_the_input(width, height):
 def test_letterbox_accepts_ordinary_and_tiny_images():
     for size in ((640, 512), (4096, 8), (1, 1), (16, 4096)):
         Letterbox.fit(*size, 320, 256)
+
+
+def test_class_filter_and_class_agnostic_nms(node_checkpoint):
+    from fusion_perception.boxes import box_iou_rotated
+
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (256, 320, 3), dtype=np.uint8)
+    thermal = rng.random((256, 320), dtype=np.float32)
+    kw = {"device": "cpu", "score_threshold": 0.01, "max_detections": 100_000}
+    every = FusionEngine(node_checkpoint, **kw).infer(rgb, thermal).detections
+    assert set(every.labels.tolist()) == {0, 1}  # the untrained model fires on both classes
+    people = FusionEngine(node_checkpoint, classes=["person"], **kw).infer(rgb, thermal)
+    # filtered before NMS and the per-level top-k: every person box of the unfiltered run stays
+    # (and more may, having no cars to compete with for the top-k)
+    assert (people.detections.labels == 0).all()
+    kept = {tuple(row) for row in np.round(people.detections.boxes, 2).tolist()}
+    unfiltered = {tuple(row) for row in np.round(every.boxes[every.labels == 0], 2).tolist()}
+    assert unfiltered <= kept and len(kept) >= len(unfiltered) > 0
+
+    one = FusionEngine(node_checkpoint, agnostic_nms=True, **kw).infer(rgb, thermal).detections
+    assert 0 < len(one) < len(every)
+    iou = box_iou_rotated(torch.as_tensor(one.boxes), torch.as_tensor(one.boxes)).numpy()
+    np.fill_diagonal(iou, 0)
+    assert iou.max() <= 0.5 + 1e-6  # no two kept boxes overlap, whatever their classes
+    with pytest.raises(ValueError, match=r"classes: \['dog'\] is not a subset"):
+        FusionEngine(node_checkpoint, classes=["person", "dog"], device="cpu")

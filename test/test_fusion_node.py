@@ -96,6 +96,29 @@ def test_pairs_in_detections_and_fused_image_out(ros_context, tmp_path, node_che
     assert "age_ms_mean" in values and values["device"] == "cpu"
 
 
+def test_class_filter_and_tracking_ids_over_dds(ros_context, tmp_path, node_checkpoint, vifb_dir):
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    params = ("classes:=person", "tracking.enabled:=true", "tracking.high_score:=0.0")
+    with running(node_args(node_checkpoint, *params), tmp_path / "node.log") as proc:
+        harness.wait_for_node(bgr, thermal)
+        start = len(harness.detections)
+        for _ in range(4):  # the same scene: the same objects, frame after frame
+            before = len(harness.detections)
+            harness.publish_pair(bgr, thermal)
+            harness.spin_until(lambda b=before: len(harness.detections) > b, 10)
+        assert proc.poll() is None, (tmp_path / "node.log").read_text()
+    harness.close()
+    frames = [det for _, det in harness.detections[start:]]
+    assert len(frames) == 4 and all(f.detections for f in frames)
+    for frame in frames:
+        assert {d.results[0].hypothesis.class_id for d in frame.detections} == {"0"}  # person
+    # the warm-up pairs confirmed the tracks: every box has an id, the same ids in every frame
+    ids = [sorted(d.id for d in frame.detections) for frame in frames]
+    assert all(ids[0]) and ids[0] == ids[-1]
+    assert len(set(ids[0])) == len(ids[0])  # one id per object
+
+
 def test_bad_input_is_reported_and_the_node_keeps_going(
     ros_context, tmp_path, node_checkpoint, vifb_dir
 ):
@@ -275,6 +298,8 @@ def _dropped(harness: Harness) -> int:
             "calibration_file:=/nonexistent/rig.yaml",
             "parameter calibration_file: calibration file not found: /nonexistent/rig.yaml",
         ),
+        ("classes:=person,dog", "parameter classes: ['dog'] is not a subset"),
+        ("tracking.min_hits:=0", "parameter tracking.min_hits"),
     ],
 )
 def test_bad_configuration_stops_with_the_parameter_named(

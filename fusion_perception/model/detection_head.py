@@ -384,13 +384,17 @@ class DetectionHead(nn.Module):
         score_threshold: float = 0.25,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
     ) -> list[Detections]:
         """Per image ``{"boxes": [n, 5], "scores": [n], "labels": [n] int64}`` in input pixels.
 
         Score = sqrt(sigmoid(class logit) * sigmoid(centre-ness)); locations above
         ``score_threshold`` (top ``pre_nms_top_k`` per level) go through class-aware NMS (exact
         rotated IoU for rotated heads); horizontal boxes are clipped to the image first. Boxes are
-        sorted by decreasing score; angles are in [-pi/2, pi/2).
+        sorted by decreasing score; angles are in [-pi/2, pi/2). ``classes``: keep only these class
+        indices (before NMS, so a dropped class never suppresses a kept one); ``agnostic``: NMS
+        across classes (one box per object whatever its class).
         """
         if not 0.0 <= score_threshold <= 1.0:
             raise ValueError(f"score_threshold must be in [0, 1], got {score_threshold}")
@@ -426,8 +430,11 @@ class DetectionHead(nn.Module):
                 xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, height)
                 boxes = torch.cat((xyxy_to_cxcywh(xyxy), boxes[:, 4:]), dim=1)
             valid = (boxes[:, 2] > 0) & (boxes[:, 3] > 0)
+            if classes is not None:
+                valid &= torch.isin(labels, torch.as_tensor(classes, device=labels.device))
             boxes, box_scores, labels = boxes[valid], box_scores[valid], labels[valid]
-            kept = nms(boxes, box_scores, labels, nms_threshold, rotated=self.rotated)
+            groups = torch.zeros_like(labels) if agnostic else labels
+            kept = nms(boxes, box_scores, groups, nms_threshold, rotated=self.rotated)
             kept = kept[:max_detections]
             boxes = boxes[kept]
             boxes[:, 4] = normalize_angle(boxes[:, 4])

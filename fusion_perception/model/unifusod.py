@@ -138,12 +138,15 @@ class UniFusOD(nn.Module):
         score_threshold: float = 0.25,
         nms_threshold: float = 0.5,
         max_detections: int = 100,
+        classes: Sequence[int] | None = None,
+        agnostic: bool = False,
     ) -> list[Detections]:
-        """Per image ``{"boxes": [n,5], "scores": [n], "labels": [n]}`` in input pixels."""
+        """Per image ``{"boxes": [n,5], "scores": [n], "labels": [n]}`` in input pixels (see
+        `DetectionHead.postprocess` for ``classes`` and ``agnostic``)."""
         image_size = (out["fused"].shape[-2], out["fused"].shape[-1])
         with torch.no_grad():
             return self.detection_head.postprocess(
-                out, image_size, score_threshold, nms_threshold, max_detections
+                out, image_size, score_threshold, nms_threshold, max_detections, classes, agnostic
             )
 
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -46,6 +46,7 @@ from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
 from fusion_perception.ros.qos import watch_incompatible_qos
 from fusion_perception.ros.spin import spin_node
+from fusion_perception.tracking import IoUTracker
 
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 STREAMS = ("rgb", "thermal")
@@ -86,12 +87,20 @@ class FusionNode(Node):
                 max_detections=self.p["max_detections"],
                 backend=self.p["backend"],
                 artifact=self.p["backend_artifact"] or None,
+                classes=node_params.class_list(self.p["classes"]),
+                agnostic_nms=self.p["agnostic_nms"],
             )
         except CheckpointError as exc:
             raise ValueError(f"parameter checkpoint: {exc}") from None
         except BackendError as exc:
             name = "backend_artifact" if self.p["backend_artifact"] else "backend"
             raise ValueError(f"parameter {name}: {exc}") from None
+        except ValueError as exc:  # the engine names the parameter (e.g. "classes: ...")
+            raise ValueError(f"parameter {exc}") from None
+        self.tracker = (
+            IoUTracker(node_params.tracker_config(self.p)) if self.p["tracking.enabled"] else None
+        )
+        self._tracker_reset = threading.Event()  # set by a clock jump, honoured by the worker
         self.normalizer = self._make_normalizer()
         try:
             self.registration = (
@@ -141,7 +150,9 @@ class FusionNode(Node):
         self.get_logger().info(
             f"ready: {checkpoint} on {self.engine.device} ({self.engine.backend.name} backend, "
             f"{'rotated' if self.engine.rotated else 'horizontal'} boxes, "
-            f"classes {', '.join(self.engine.class_names)}); "
+            f"classes {', '.join(self.engine.class_names)}"
+            f"{'; publishing ' + self.p['classes'] if self.p['classes'] else ''}"
+            f"{'; tracking' if self.tracker else ''}); "
             f"rgb={self.resolve_topic_name(self.p['rgb_topic'])} "
             f"thermal={self.resolve_topic_name(self.p['thermal_topic'])}"
         )
@@ -248,6 +259,7 @@ class FusionNode(Node):
                 f"({REJECT_BACKWARDS}, frame_id '{msg.header.frame_id}'): pairing restarted",
             )
             self.pairing.reset()
+            self._tracker_reset.set()  # tracks of the old timeline would match by accident
             self._last_stamp.clear()
             for recent in self._recent_stamps.values():
                 recent.clear()
@@ -386,6 +398,11 @@ class FusionNode(Node):
             self._report(kind, f"pair at {pair.stamp_ns} ns skipped: {exc}")
             return
         header = rgb_msg.header
+        if self.tracker is not None:
+            if self._tracker_reset.is_set():
+                self._tracker_reset.clear()
+                self.tracker.reset()
+            result.detections = self.tracker.update(result.detections)
         if self.p["publish.detections"]:
             self.pub_detections.publish(detections_to_msg(header, result.detections))
         if self.p["publish.fused"] and self.pub_fused.get_subscription_count() > 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus, KeyValue
 from std_msgs.msg import Header
 from vision_msgs.msg import (
@@ -19,12 +20,14 @@ from fusion_perception.engine import Detections
 
 
 def detections_to_msg(header: Header, detections: Detections) -> Detection2DArray:
-    """Boxes in RGB pixels; class_id is the class index as a string, matching LabelInfo."""
+    """Boxes in RGB pixels; class_id is the class index as a string, matching LabelInfo; id is
+    the tracker's persistent object id as a string (empty when untracked or not confirmed yet)."""
     out = Detection2DArray(header=header)
-    for box, score, label in zip(
-        detections.boxes, detections.scores, detections.labels, strict=True
+    ids = detections.ids if detections.ids is not None else np.full(len(detections), -1)
+    for box, score, label, track in zip(
+        detections.boxes, detections.scores, detections.labels, ids, strict=True
     ):
-        det = Detection2D(header=header)
+        det = Detection2D(header=header, id=str(int(track)) if track >= 0 else "")
         det.bbox = BoundingBox2D()
         det.bbox.center.position.x = float(box[0])
         det.bbox.center.position.y = float(box[1])

@@ -7,6 +7,7 @@ config/uav.yaml and the launch file by the tests.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from fusion_perception.backends import BACKEND_CHOICES
+from fusion_perception.tracking import TrackerConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,22 @@ class ParamSpec:
 
 
 RELIABILITY = ("best_effort", "reliable")
+
+
+def tracking_params() -> list[ParamSpec]:
+    """``tracking.<field>`` for each TrackerConfig field: its default, help text and range."""
+    return [
+        ParamSpec(
+            f"tracking.{f.name}",
+            f.default,
+            f.metadata["help"],
+            low=f.metadata["range"][0],
+            high=f.metadata["range"][1],
+            read_only=True,
+        )
+        for f in dataclasses.fields(TrackerConfig)
+    ]
+
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("rgb_topic", "rgb/image", "RGB camera topic (sensor_msgs/Image or CompressedImage)"),
@@ -88,6 +106,20 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("score_threshold", 0.3, "minimum detection score", low=0.0, high=1.0),
     ParamSpec("nms_threshold", 0.5, "IoU above which NMS suppresses a box", low=0.01, high=1.0),
     ParamSpec("max_detections", 100, "detections kept per image", low=1, high=1000),
+    ParamSpec(
+        "classes",
+        "",
+        "comma-separated class names to publish (e.g. person,car); empty = all the model's",
+        read_only=True,
+    ),
+    ParamSpec("agnostic_nms", False, "NMS across classes: one box per object", read_only=True),
+    ParamSpec(
+        "tracking.enabled",
+        False,
+        "persistent object ids in Detection2D.id (IoU tracker)",
+        read_only=True,
+    ),
+    *tracking_params(),
     ParamSpec("publish.fused", True, "publish ~/fused/image"),
     ParamSpec("publish.detections", True, "publish ~/detections"),
     ParamSpec("publish.annotated", True, "publish ~/detections/image when someone subscribes"),
@@ -147,3 +179,16 @@ def declare_and_read(node: Node) -> dict[str, Any]:
 
 
 SPECS = {spec.name: spec for spec in PARAMS}
+
+
+def tracker_config(values: dict[str, Any]) -> TrackerConfig:
+    """The tracker settings from the node's ``tracking.*`` parameter values."""
+    return TrackerConfig(
+        **{f.name: values[f"tracking.{f.name}"] for f in dataclasses.fields(TrackerConfig)}
+    )
+
+
+def class_list(value: str) -> list[str] | None:
+    """``classes`` ("person, car") -> names; None when empty (every class)."""
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    return names or None
