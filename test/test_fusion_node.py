@@ -119,6 +119,50 @@ def test_class_filter_and_tracking_ids_over_dds(ros_context, tmp_path, node_chec
     assert len(set(ids[0])) == len(ids[0])  # one id per object
 
 
+def test_fused_camera_info_follows_each_fused_image(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    from sensor_msgs.msg import CameraInfo
+
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    pub_info = harness.node.create_publisher(CameraInfo, "rgb/camera_info", 5)
+    infos: list[CameraInfo] = []
+    harness.node.create_subscription(CameraInfo, "fusion_node/fused/camera_info", infos.append, 10)
+    info = CameraInfo(width=WIDTH, height=HEIGHT, distortion_model="plumb_bob")
+    info.header.frame_id = "rgb_optical"
+    info.k = [500.0, 0.0, 320.0, 0.0, 500.0, 256.0, 0.0, 0.0, 1.0]
+    with running(node_args(node_checkpoint), tmp_path / "node.log") as proc:
+        harness.wait_for_node(bgr, thermal)
+        for _ in range(3):
+            pub_info.publish(info)
+            harness.spin_until(lambda: False, 0.2)
+        for _ in range(3):
+            before = len(infos)
+            harness.publish_pair(bgr, thermal)
+            harness.spin_until(lambda b=before: len(infos) > b, 10)
+        wrong = CameraInfo(width=WIDTH // 2, height=HEIGHT // 2)  # another resolution's calibration
+        pub_info.publish(wrong)
+        harness.spin_until(lambda: False, 0.3)
+        before = len(harness.fused)
+        harness.publish_pair(bgr, thermal)
+        harness.spin_until(lambda: len(harness.fused) > before, 10)
+        harness.spin_until(lambda: False, 0.5)
+        assert proc.poll() is None, (tmp_path / "node.log").read_text()
+    harness.close()
+    fused = {(f.header.stamp.sec, f.header.stamp.nanosec): f for f in harness.fused}
+    assert len(infos) >= 3
+    for out in infos:
+        key = (out.header.stamp.sec, out.header.stamp.nanosec)
+        assert key in fused and out.header == fused[key].header  # one header per fused image
+        assert list(out.k) == list(info.k) and (out.width, out.height) == (WIDTH, HEIGHT)
+    # the mismatched CameraInfo is refused, named in the log, never republished
+    assert all(out.width == WIDTH for out in infos)
+    assert "camera_info is 320x256 but the RGB image is 640x512" in (
+        (tmp_path / "node.log").read_text()
+    )
+
+
 def test_bad_input_is_reported_and_the_node_keeps_going(
     ros_context, tmp_path, node_checkpoint, vifb_dir
 ):
@@ -366,11 +410,17 @@ def test_thermal_only_fallback_runs_on_a_registered_smaller_thermal_camera(
         harness.spin_until(lambda: False, 0.5)
         assert proc.poll() is None, log.read_text()
     harness.close()
-    fallback = [d for _, d in harness.detections if d.header.frame_id == "thermal_optical"]
+
+    def stamp(msg):
+        return (msg.header.stamp.sec, msg.header.stamp.nanosec)
+
+    # thermal stamps, but the RGB camera's frame: the pixels are registered RGB pixels
+    fallback = [d for _, d in harness.detections if stamp(d) in thermal_stamps]
     assert len(fallback) >= 5, log.read_text()
-    assert all((d.header.stamp.sec, d.header.stamp.nanosec) in thermal_stamps for d in fallback)
-    fused = [f for f in harness.fused if f.header.frame_id == "thermal_optical"]
+    assert {d.header.frame_id for d in fallback} == {"rgb_optical"}
+    fused = [f for f in harness.fused if stamp(f) in thermal_stamps]
     assert fused and all((f.width, f.height) == (WIDTH, HEIGHT) for f in fused)
+    assert {f.header.frame_id for f in fused} == {"rgb_optical"}
     assert "size mismatch" not in log.read_text()
 
 

@@ -7,6 +7,7 @@ counted, never queued, so the output age stays bounded.
 
 from __future__ import annotations
 
+import copy
 import math
 import sys
 import threading
@@ -21,7 +22,8 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.annotate import draw_detections
@@ -136,6 +138,8 @@ class FusionNode(Node):
         }
         self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
         self._thermal_encoding: str | None = None
+        self._camera_info: CameraInfo | None = None  # the RGB camera's newest
+        self._rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
         self._pairs_seen = 0
         self._pairing_since = time.monotonic()  # since when no pair formed (both cameras live)
         self._unpaired_logged = False
@@ -194,7 +198,14 @@ class FusionNode(Node):
                 qos,
                 event_callbacks=watch_incompatible_qos(self, topic, qos),
             )
+        self.create_subscription(
+            CameraInfo,
+            node_params.camera_info_topic(self.p),
+            self._on_camera_info,
+            self._qos("rgb"),
+        )
         self.pub_fused = self.create_publisher(Image, "~/fused/image", 2)
+        self.pub_fused_info = self.create_publisher(CameraInfo, "~/fused/camera_info", 2)
         self.pub_detections = self.create_publisher(Detection2DArray, "~/detections", 10)
         self.pub_annotated = self.create_publisher(Image, "~/detections/image", 2)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
@@ -225,9 +236,14 @@ class FusionNode(Node):
                 setattr(self.engine, change.name, change.value)
         return SetParametersResult(successful=True)
 
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg
+
     def _on_image(self, stream: str, msg: Any) -> None:
         """Callback: store only. Decoding and inference happen on the worker thread."""
         now = time.monotonic()
+        if stream == "rgb":
+            self._rgb_frame_id = msg.header.frame_id
         stamp = stamp_ns(msg)
         self.arrivals[stream].append(now)
         # Transport delay as seen here (wall clock minus stamp): shows DDS cost and clock skew.
@@ -397,7 +413,7 @@ class FusionNode(Node):
             kind = f"{category}.{str(exc).split(':', 1)[0][:40]}"
             self._report(kind, f"pair at {pair.stamp_ns} ns skipped: {exc}")
             return
-        header = rgb_msg.header
+        header = self._output_header(rgb_msg, pair.rgb is None)
         if self.tracker is not None:
             if self._tracker_reset.is_set():
                 self._tracker_reset.clear()
@@ -410,6 +426,7 @@ class FusionNode(Node):
                 self.pub_fused.publish(image_to_msg(result.fused_luma, "mono8", header))
             else:
                 self.pub_fused.publish(image_to_msg(result.fused_bgr(rgb), "bgr8", header))
+            self._publish_camera_info(header, rgb.shape[1], rgb.shape[0])
         if self.p["publish.annotated"] and self.pub_annotated.get_subscription_count() > 0:
             fused_rgb = result.fused_rgb(rgb)
             annotated = draw_detections(fused_rgb, result.detections, self.engine.class_names)
@@ -424,6 +441,29 @@ class FusionNode(Node):
         self.ages_ms.append((self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) / 1e6)
         self.processed += 1
         self.last_processed_stamp = max(pair.rgb_stamp_ns, pair.thermal_stamp_ns)
+
+    def _output_header(self, msg: Any, thermal_only: bool) -> Header:
+        """Every output is in RGB pixels, so it carries the RGB camera's frame; in thermal_only
+        fallback (thermal registered into RGB pixels) with the thermal stamp."""
+        if not thermal_only or self._rgb_frame_id is None:
+            return msg.header  # no RGB frame ever seen: the thermal camera's grid is the only one
+        return Header(stamp=msg.header.stamp, frame_id=self._rgb_frame_id)
+
+    def _publish_camera_info(self, header: Header, width: int, height: int) -> None:
+        """The RGB camera's CameraInfo restamped for the fused image (same pixels, same model)."""
+        info = self._camera_info
+        if info is None:
+            return
+        if (info.width, info.height) != (width, height):
+            self._report(
+                "camera_info_size",
+                f"camera_info is {info.width}x{info.height} but the RGB image is "
+                f"{width}x{height}: ~/fused/camera_info not published",
+            )
+            return
+        out = copy.copy(info)
+        out.header = header
+        self.pub_fused_info.publish(out)
 
     def _stream_offset(self, after_ns: int = 0) -> tuple[float, float, int] | None:
         """(median, max deviation, samples) in ns of thermal minus the nearest RGB stamp, both
@@ -505,6 +545,11 @@ class FusionNode(Node):
             "processed_pairs": self.processed,
             "pair_rate_hz": f"{stats.pair_rate_hz:.2f}",
             "stale_pairs": stats.stale_pairs,
+            "camera_info": (
+                f"{self._camera_info.width}x{self._camera_info.height}"
+                if self._camera_info is not None
+                else "none received"
+            ),
         }
         for stream in STREAMS:
             times = self.arrivals[stream]

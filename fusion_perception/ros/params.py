@@ -56,6 +56,12 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("rgb_topic", "rgb/image", "RGB camera topic (sensor_msgs/Image or CompressedImage)"),
     ParamSpec("thermal_topic", "thermal/image", "thermal camera topic (sensor_msgs/Image)"),
     ParamSpec("rgb_compressed", False, "subscribe to the RGB topic as sensor_msgs/CompressedImage"),
+    ParamSpec(
+        "rgb_camera_info_topic",
+        "",
+        "RGB sensor_msgs/CameraInfo; empty = the image topic's sibling (rgb/image -> "
+        "rgb/camera_info, as image_transport names it)",
+    ),
     ParamSpec("rgb_qos.reliability", "best_effort", "RGB subscription reliability", RELIABILITY),
     ParamSpec("rgb_qos.depth", 2, "RGB subscription history depth", low=1, high=100),
     ParamSpec("thermal_qos.reliability", "best_effort", "thermal reliability", RELIABILITY),
@@ -192,3 +198,14 @@ def class_list(value: str) -> list[str] | None:
     """``classes`` ("person, car") -> names; None when empty (every class)."""
     names = [name.strip() for name in value.split(",") if name.strip()]
     return names or None
+
+
+def camera_info_topic(values: dict[str, Any]) -> str:
+    """The RGB camera's CameraInfo topic: the parameter, else the image topic's sibling."""
+    if values["rgb_camera_info_topic"]:
+        return values["rgb_camera_info_topic"]
+    base = values["rgb_topic"]
+    if values["rgb_compressed"] and base.endswith("/compressed"):
+        base = base[: -len("/compressed")]  # image_transport's transport suffix
+    parent, _, _ = base.rpartition("/")
+    return f"{parent}/camera_info" if parent else "camera_info"
