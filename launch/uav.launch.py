@@ -9,6 +9,10 @@ parameter file decides (and the node's own default where the file does not set i
 arguments actually given are passed on as overrides. rviz and the recorder are set up with the
 topics that result, so they always show and record what the node subscribes to.
 
+fusion_node is a lifecycle node and this file drives it: it starts the node with its `autostart`
+parameter off, then asks for configure and, once inactive, activate. With autostart:=false it
+leaves the node unconfigured for a lifecycle manager (nav2_lifecycle_manager, `ros2 lifecycle set`).
+
 rviz2 (rviz:=true) and ros2bag with rosbag2_storage_mcap (record:=true) are only needed for those
 options; a headless robot can leave them out (see the README).
 """
@@ -22,9 +26,20 @@ from pathlib import Path
 
 import yaml
 from ament_index_python.packages import get_package_share_directory
-from launch.actions import DeclareLaunchArgument, ExecuteProcess, GroupAction, OpaqueFunction
+from launch.actions import (
+    DeclareLaunchArgument,
+    EmitEvent,
+    ExecuteProcess,
+    GroupAction,
+    OpaqueFunction,
+    RegisterEventHandler,
+)
+from launch.events import matches_action
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node, PushRosNamespace
+from launch_ros.actions import LifecycleNode, Node, PushRosNamespace
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from lifecycle_msgs.msg import Transition
 
 from launch import LaunchContext, LaunchDescription
 
@@ -51,6 +66,11 @@ ARGUMENTS = (
     ("record", "false", "record raw cameras, label_info and diagnostics to bag_dir (mcap)"),
     ("bag_dir", "fusion_bags", "parent folder of recorded bags"),
     ("use_synthetic_camera", "false", "publish synthetic RGB + thermal scenes (demo, no cameras)"),
+    (
+        "autostart",
+        "true",
+        "configure and activate fusion_node (false: leave it unconfigured for a lifecycle manager)",
+    ),
 )
 
 # Launch arguments that override the fusion_node parameter of the same name when given, and
@@ -82,16 +102,24 @@ def launch_setup(context: LaunchContext) -> list:
     params_file = value["params_file"]
     given = {name: value[name] for name in NODE_PARAMETERS if value[name] != NOT_GIVEN}
     used = effective_parameters(params_file, fully_qualified(ns, NODE_NAME), given)
-    fusion = Node(
+    fusion = LifecycleNode(
         package="fusion_perception",
         executable="fusion_node",
         name=NODE_NAME,
+        namespace="",  # the pushed namespace applies
         output="screen",
         # Later entries win, so an argument that was given beats the file; one that was not
-        # given is not passed at all and the file's value stays.
-        parameters=[*([params_file] if params_file else []), *([given] if given else [])],
+        # given is not passed at all and the file's value stays. This file drives the
+        # lifecycle, so the node never starts itself.
+        parameters=[
+            *([params_file] if params_file else []),
+            *([given] if given else []),
+            {"autostart": False},
+        ],
     )
     actions = [PushRosNamespace(ns), fusion]
+    if flag(value, "autostart"):
+        actions += lifecycle_start(fusion)
     if flag(value, "use_synthetic_camera"):
         topics = {"rgb_topic": used["rgb_topic"], "thermal_topic": used["thermal_topic"]}
         actions.append(
@@ -110,6 +138,26 @@ def launch_setup(context: LaunchContext) -> list:
     if flag(value, "record"):
         result.append(recorder(value, used))
     return result
+
+
+def lifecycle_start(fusion: LifecycleNode) -> list:
+    """Configure `fusion` at once, and activate it when it reaches inactive."""
+
+    def transition(transition_id: int) -> EmitEvent:
+        return EmitEvent(
+            event=ChangeState(
+                lifecycle_node_matcher=matches_action(fusion), transition_id=transition_id
+            )
+        )
+
+    activate = RegisterEventHandler(
+        OnStateTransition(
+            target_lifecycle_node=fusion,
+            goal_state="inactive",
+            entities=[transition(Transition.TRANSITION_ACTIVATE)],
+        )
+    )
+    return [activate, transition(Transition.TRANSITION_CONFIGURE)]
 
 
 def flag(value: dict[str, str], name: str) -> bool:

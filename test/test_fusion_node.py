@@ -163,6 +163,98 @@ def test_fused_camera_info_follows_each_fused_image(
     )
 
 
+def _change_state(harness: Harness, transition: int) -> bool:
+    """Ask fusion_node for a lifecycle transition over its ~/change_state service."""
+    from lifecycle_msgs.srv import ChangeState
+
+    client = harness.node.create_client(ChangeState, "fusion_node/change_state")
+    assert client.wait_for_service(timeout_sec=30.0), "no fusion_node/change_state service"
+    request = ChangeState.Request()
+    request.transition.id = transition
+    future = client.call_async(request)
+    harness.spin_until(future.done, 120)
+    harness.node.destroy_client(client)
+    return future.result().success
+
+
+def _lifecycle_state(harness: Harness) -> str:
+    from lifecycle_msgs.srv import GetState
+
+    client = harness.node.create_client(GetState, "fusion_node/get_state")
+    assert client.wait_for_service(timeout_sec=30.0)
+    future = client.call_async(GetState.Request())
+    harness.spin_until(future.done, 30)
+    harness.node.destroy_client(client)
+    return future.result().current_state.label
+
+
+def _outputs_while_sending(harness: Harness, bgr, thermal, seconds: float = 1.5) -> int:
+    """Pairs sent for `seconds`; returns how many detection messages came back."""
+    before = len(harness.detections)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        harness.publish_pair(bgr, thermal)
+        harness.spin_until(lambda: False, 0.1)
+    harness.spin_until(lambda: False, 0.5)
+    return len(harness.detections) - before
+
+
+def test_lifecycle_driven_over_dds(ros_context, tmp_path, node_checkpoint, vifb_dir):
+    from lifecycle_msgs.msg import Transition
+
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    log = tmp_path / "node.log"
+    with running(node_args(node_checkpoint, "autostart:=false"), log) as proc:
+        assert _lifecycle_state(harness) == "unconfigured"
+        assert _outputs_while_sending(harness, bgr, thermal, 0.5) == 0
+        states = []
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert _change_state(harness, transition)
+            states.append(_lifecycle_state(harness))
+        assert states == ["inactive", "active"]
+        harness.wait_for_node(bgr, thermal)
+        assert _outputs_while_sending(harness, bgr, thermal) > 0
+        assert _change_state(harness, Transition.TRANSITION_DEACTIVATE)
+        harness.spin_until(lambda: False, 0.5)
+        assert _outputs_while_sending(harness, bgr, thermal) == 0  # inactive: no output at all
+        assert any(
+            {kv.key: kv.value for kv in s.values}.get("state") == "inactive"
+            for a in harness.diagnostics[-5:]
+            for s in a.status
+        )
+        assert _change_state(harness, Transition.TRANSITION_CLEANUP)
+        assert _lifecycle_state(harness) == "unconfigured"
+        for transition in (Transition.TRANSITION_CONFIGURE, Transition.TRANSITION_ACTIVATE):
+            assert _change_state(harness, transition)
+        harness.wait_for_node(bgr, thermal)
+        assert _outputs_while_sending(harness, bgr, thermal) > 0  # reconfigured, live again
+        assert proc.poll() is None, log.read_text()
+    harness.close()
+    text = log.read_text()
+    assert text.count("configured: ") == 2 and "cleaned up: model released" in text
+
+
+def test_a_failed_configure_leaves_the_managed_node_up_and_says_why(ros_context, tmp_path):
+    from lifecycle_msgs.msg import Transition
+
+    harness = Harness(ros_context)
+    args = node_args("/nonexistent/model.pt", "autostart:=false")
+    with running(args, tmp_path / "node.log") as proc:
+        assert not _change_state(harness, Transition.TRANSITION_CONFIGURE)
+        assert _lifecycle_state(harness) == "unconfigured"
+        harness.spin_until(lambda: False, 1.0)
+        assert proc.poll() is None  # a lifecycle manager may fix the parameter and retry
+    harness.close()
+    errors = [
+        {kv.key: kv.value for kv in s.values}.get("configure_error", "")
+        for a in harness.diagnostics
+        for s in a.status
+    ]
+    assert any(e.startswith("parameter checkpoint:") for e in errors)
+    assert "configure failed: parameter checkpoint:" in (tmp_path / "node.log").read_text()
+
+
 def test_bad_input_is_reported_and_the_node_keeps_going(
     ros_context, tmp_path, node_checkpoint, vifb_dir
 ):

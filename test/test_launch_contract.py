@@ -79,17 +79,36 @@ def uav_launch(monkeypatch):
     launch = types.ModuleType("launch")
     launch.LaunchContext, launch.LaunchDescription = LaunchContext, LaunchDescription
     actions = types.ModuleType("launch.actions")
-    for name in ("DeclareLaunchArgument", "ExecuteProcess", "GroupAction", "OpaqueFunction"):
+    for name in (
+        "DeclareLaunchArgument",
+        "EmitEvent",
+        "ExecuteProcess",
+        "GroupAction",
+        "OpaqueFunction",
+        "RegisterEventHandler",
+    ):
         setattr(actions, name, _kind(name))
+    events = types.ModuleType("launch.events")
+    events.matches_action = lambda action: ("matches", action)
+    ros_handlers = types.ModuleType("launch_ros.event_handlers")
+    ros_handlers.OnStateTransition = _kind("OnStateTransition")
+    ros_events = types.ModuleType("launch_ros.events")
+    ros_lifecycle = types.ModuleType("launch_ros.events.lifecycle")
+    ros_lifecycle.ChangeState = _kind("ChangeState")
     substitutions = types.ModuleType("launch.substitutions")
     substitutions.LaunchConfiguration = LaunchConfiguration
     launch_ros = types.ModuleType("launch_ros")
     ros_actions = types.ModuleType("launch_ros.actions")
     ros_actions.Node, ros_actions.PushRosNamespace = _kind("Node"), _kind("PushRosNamespace")
+    ros_actions.LifecycleNode = _kind("LifecycleNode")
     modules = {
         "launch": launch,
         "launch.actions": actions,
         "launch.substitutions": substitutions,
+        "launch.events": events,
+        "launch_ros.event_handlers": ros_handlers,
+        "launch_ros.events": ros_events,
+        "launch_ros.events.lifecycle": ros_lifecycle,
         "launch_ros": launch_ros,
         "launch_ros.actions": ros_actions,
     }
@@ -129,7 +148,8 @@ def node(actions: list[Recorded], executable: str) -> Recorded:
     (found,) = [
         a
         for a in actions
-        if type(a).__name__ == "Node" and a.kwargs.get("executable") == executable
+        if type(a).__name__ in ("Node", "LifecycleNode")
+        and a.kwargs.get("executable") == executable
     ]
     return found
 
@@ -220,7 +240,11 @@ def test_overridable_arguments_are_node_parameters_with_the_nodes_defaults(uav_l
 
 def test_defaults_pass_the_packaged_file_and_no_overrides(uav_launch) -> None:
     actions = run_launch(uav_launch)
-    assert node(actions, "fusion_node").kwargs["parameters"] == [str(REPO / "config" / "uav.yaml")]
+    # the launch file drives the lifecycle, so the node never starts itself
+    assert node(actions, "fusion_node").kwargs["parameters"] == [
+        str(REPO / "config" / "uav.yaml"),
+        {"autostart": False},
+    ]
     assert parameters_at_run_time(actions)["rgb_topic"] == "rgb/image"
     kinds = {type(a).__name__ for a in actions}
     assert "ExecuteProcess" not in kinds  # record:=false
@@ -255,7 +279,7 @@ def test_argument_wins_when_given(uav_launch, rig_params, tmp_path) -> None:
         use_synthetic_camera="true",
     )
     fusion = node(actions, "fusion_node")
-    assert fusion.kwargs["parameters"][-1] == {
+    assert fusion.kwargs["parameters"][-2] == {
         "rgb_topic": "/other/rgb",
         "checkpoint": str(tmp_path / "model.pt"),
     }
@@ -270,6 +294,28 @@ def test_argument_wins_when_given(uav_launch, rig_params, tmp_path) -> None:
     ]
     assert "/other/rgb" in recorded_topics(actions)
     assert rviz_topics(actions)["Thermal (raw)"] == "/rig/ir/image_raw"
+
+
+def test_the_launch_file_configures_then_activates_unless_told_not_to(uav_launch) -> None:
+    from lifecycle_msgs.msg import Transition
+
+    actions = run_launch(uav_launch)
+    fusion = node(actions, "fusion_node")
+    assert type(fusion).__name__ == "LifecycleNode"
+    (configure,) = [a for a in actions if type(a).__name__ == "EmitEvent"]
+    event = configure.kwargs["event"]
+    assert event.kwargs["transition_id"] == Transition.TRANSITION_CONFIGURE
+    assert event.kwargs["lifecycle_node_matcher"] == ("matches", fusion)
+    (handler,) = [a for a in actions if type(a).__name__ == "RegisterEventHandler"]
+    on_inactive = handler.args[0]
+    assert on_inactive.kwargs["target_lifecycle_node"] is fusion
+    assert on_inactive.kwargs["goal_state"] == "inactive"
+    (activate,) = on_inactive.kwargs["entities"]
+    assert activate.kwargs["event"].kwargs["transition_id"] == Transition.TRANSITION_ACTIVATE
+    # autostart:=false: the node waits, unconfigured, for a lifecycle manager
+    manual = run_launch(uav_launch, autostart="false")
+    assert not [a for a in manual if type(a).__name__ in ("EmitEvent", "RegisterEventHandler")]
+    assert {"autostart": False} in node(manual, "fusion_node").kwargs["parameters"]
 
 
 def test_namespace_and_a_namespaced_node_block(uav_launch, tmp_path) -> None:

@@ -20,7 +20,7 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Header
@@ -70,10 +70,122 @@ def default_checkpoint() -> Path:
     return Path(get_package_share_directory("fusion_perception")) / "models" / "demo.pt"
 
 
-class FusionNode(Node):
+class FusionNode(LifecycleNode):
+    """A managed (lifecycle) node. configure loads the checkpoint and backend and creates the
+    publishers; activate subscribes and starts the worker; deactivate stops all output; cleanup
+    releases the model and its (GPU) memory. With ``autostart`` (the default) it configures and
+    activates itself, so ``ros2 run`` works without a lifecycle manager. Diagnostics are
+    published in every state and say which one."""
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__("fusion_node", **kwargs)
         self.p = node_params.declare_and_read(self)
+        self.engine: FusionEngine | None = None
+        self.tracker: IoUTracker | None = None
+        self.state = "unconfigured"
+        self._configure_error = ""
+        self._inputs: list[Any] = []  # subscriptions, alive while active
+        self._outputs: list[Any] = []  # publishers, alive while configured
+        self._running = False
+        self._worker: threading.Thread | None = None
+        self._tracker_reset = threading.Event()  # set by a clock jump, honoured by the worker
+        self._lock = threading.Lock()
+        self.errors: Counter[str] = Counter()
+        self._last_logged: dict[str, float] = {}
+        self._logged_count: dict[str, int] = {}
+        self.latest: dict[str, Any] = dict.fromkeys(STREAMS)
+        self.arrivals: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
+        self.receive_delay_ms: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
+        self.stage_ms: dict[str, deque[float]] = {}
+        self.ages_ms: deque[float] = deque(maxlen=100)
+        self.processed = 0
+        self.last_processed_stamp = 0
+        self._last_stamp: dict[str, int] = {}  # newest accepted stamp per stream
+        self._recent_stamps: dict[str, deque[int]] = {
+            s: deque(maxlen=RECENT_STAMPS) for s in STREAMS
+        }
+        self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
+        self._thermal_encoding: str | None = None
+        self._camera_info: CameraInfo | None = None  # the RGB camera's newest
+        self._rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
+        self._pairs_seen = 0
+        self._pairing_since = time.monotonic()  # since when no pair formed (both cameras live)
+        self._unpaired_logged = False
+        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        if self.p["autostart"]:
+            if self.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+                raise ValueError(self._configure_error or "configure failed")
+            self.trigger_activate()
+
+    # -- lifecycle transitions
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        try:
+            self._load()
+        except ValueError as exc:
+            self._configure_error = str(exc)
+            self.get_logger().error(f"configure failed: {exc}")
+            self._release_model()
+            return TransitionCallbackReturn.FAILURE
+        self._create_publishers()
+        self._configure_error = ""
+        self.state = "inactive"
+        checkpoint = self.p["checkpoint"] or str(default_checkpoint())
+        self.get_logger().info(
+            f"configured: {checkpoint} on {self.engine.device} ({self.engine.backend.name} "
+            f"backend, {'rotated' if self.engine.rotated else 'horizontal'} boxes, "
+            f"classes {', '.join(self.engine.class_names)}"
+            f"{'; publishing ' + self.p['classes'] if self.p['classes'] else ''}"
+            f"{'; tracking' if self.tracker else ''})"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._create_subscriptions()
+        header = Header(stamp=self.get_clock().now().to_msg())
+        self.pub_label_info.publish(
+            label_info_msg(header, self.engine.class_names, self.engine.score_threshold)
+        )
+        self._pairing_since = time.monotonic()
+        self._running = True
+        self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
+        self._worker.start()
+        self.state = "active"
+        self.get_logger().info(
+            f"active: rgb={self.resolve_topic_name(self.p['rgb_topic'])} "
+            f"thermal={self.resolve_topic_name(self.p['thermal_topic'])}"
+        )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop()
+        self.state = "inactive"
+        self.get_logger().info("inactive: no subscriptions, no output")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._destroy_publishers()
+        self._release_model()
+        self.state = "unconfigured"
+        self.get_logger().info("cleaned up: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._stop()
+        self._destroy_publishers()
+        self._release_model()
+        self.state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self.on_shutdown(state)
+        self.state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _load(self) -> None:
+        """Engine, tracker, normalizer, registration and pairing from the parameters; a
+        ValueError names the parameter at fault."""
         checkpoint = self.p["checkpoint"] or str(default_checkpoint())
         try:
             select_device(self.p["device"])
@@ -102,7 +214,6 @@ class FusionNode(Node):
         self.tracker = (
             IoUTracker(node_params.tracker_config(self.p)) if self.p["tracking.enabled"] else None
         )
-        self._tracker_reset = threading.Event()  # set by a clock jump, honoured by the worker
         self.normalizer = self._make_normalizer()
         try:
             self.registration = (
@@ -122,44 +233,29 @@ class FusionNode(Node):
             queue_size=self.p["sync.queue_size"],
             max_age_ns=round(self.p["sync.max_age"] * 1e9),
         )
-        self.errors: Counter[str] = Counter()
-        self._last_logged: dict[str, float] = {}
-        self._logged_count: dict[str, int] = {}
-        self.latest: dict[str, Any] = dict.fromkeys(STREAMS)
-        self.arrivals: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
-        self.receive_delay_ms: dict[str, deque[float]] = {s: deque(maxlen=100) for s in STREAMS}
-        self.stage_ms: dict[str, deque[float]] = {}
-        self.ages_ms: deque[float] = deque(maxlen=100)
-        self.processed = 0
-        self.last_processed_stamp = 0
-        self._last_stamp: dict[str, int] = {}  # newest accepted stamp per stream
-        self._recent_stamps: dict[str, deque[int]] = {
-            s: deque(maxlen=RECENT_STAMPS) for s in STREAMS
-        }
-        self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
-        self._thermal_encoding: str | None = None
-        self._camera_info: CameraInfo | None = None  # the RGB camera's newest
-        self._rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
-        self._pairs_seen = 0
-        self._pairing_since = time.monotonic()  # since when no pair formed (both cameras live)
-        self._unpaired_logged = False
-        self._lock = threading.Lock()
 
-        self._create_io()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
-        self._running = True
-        self._worker = threading.Thread(target=self._work, name="fusion_worker", daemon=True)
-        self._worker.start()
-        self.get_logger().info(
-            f"ready: {checkpoint} on {self.engine.device} ({self.engine.backend.name} backend, "
-            f"{'rotated' if self.engine.rotated else 'horizontal'} boxes, "
-            f"classes {', '.join(self.engine.class_names)}"
-            f"{'; publishing ' + self.p['classes'] if self.p['classes'] else ''}"
-            f"{'; tracking' if self.tracker else ''}); "
-            f"rgb={self.resolve_topic_name(self.p['rgb_topic'])} "
-            f"thermal={self.resolve_topic_name(self.p['thermal_topic'])}"
-        )
+    def _stop(self) -> None:
+        """Stop the worker and drop the subscriptions (no input, so no output)."""
+        self._running = False
+        if self._worker is not None and self._worker.is_alive():
+            self._worker.join(timeout=5.0)
+        self._worker = None
+        for subscription in self._inputs:
+            self.destroy_subscription(subscription)
+        self._inputs = []
+        with self._lock:
+            self.latest = dict.fromkeys(STREAMS)
+        if self.engine is not None:
+            self.pairing.reset()
+
+    def _release_model(self) -> None:
+        """Drop the engine; on CUDA hand its memory back to the driver."""
+        engine, self.engine, self.tracker = self.engine, None, None
+        if engine is not None and engine.device.type == "cuda":
+            import torch
+
+            del engine
+            torch.cuda.empty_cache()
 
     def _make_normalizer(self) -> ThermalNormalizer:
         scheme = self.p["thermal.normalization"]
@@ -186,36 +282,48 @@ class FusionNode(Node):
             else ReliabilityPolicy.BEST_EFFORT,
         )
 
-    def _create_io(self) -> None:
+    def _create_subscriptions(self) -> None:
         rgb_type = CompressedImage if self.p["rgb_compressed"] else Image
         for stream, msg_type in (("rgb", rgb_type), ("thermal", Image)):
             qos = self._qos(stream)
             topic = self.p[f"{stream}_topic"]
-            self.create_subscription(
-                msg_type,
-                topic,
-                lambda msg, s=stream: self._on_image(s, msg),
-                qos,
-                event_callbacks=watch_incompatible_qos(self, topic, qos),
+            self._inputs.append(
+                self.create_subscription(
+                    msg_type,
+                    topic,
+                    lambda msg, s=stream: self._on_image(s, msg),
+                    qos,
+                    event_callbacks=watch_incompatible_qos(self, topic, qos),
+                )
             )
-        self.create_subscription(
-            CameraInfo,
-            node_params.camera_info_topic(self.p),
-            self._on_camera_info,
-            self._qos("rgb"),
+        self._inputs.append(
+            self.create_subscription(
+                CameraInfo,
+                node_params.camera_info_topic(self.p),
+                self._on_camera_info,
+                self._qos("rgb"),
+            )
         )
+
+    def _create_publishers(self) -> None:
         self.pub_fused = self.create_publisher(Image, "~/fused/image", 2)
         self.pub_fused_info = self.create_publisher(CameraInfo, "~/fused/camera_info", 2)
         self.pub_detections = self.create_publisher(Detection2DArray, "~/detections", 10)
         self.pub_annotated = self.create_publisher(Image, "~/detections/image", 2)
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.pub_label_info = self.create_publisher(LabelInfo, "~/label_info", latched)
-        self.pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        header = Image().header
-        header.stamp = self.get_clock().now().to_msg()
-        self.pub_label_info.publish(
-            label_info_msg(header, self.engine.class_names, self.engine.score_threshold)
-        )
+        self._outputs = [
+            self.pub_fused,
+            self.pub_fused_info,
+            self.pub_detections,
+            self.pub_annotated,
+            self.pub_label_info,
+        ]
+
+    def _destroy_publishers(self) -> None:
+        for publisher in self._outputs:
+            self.destroy_publisher(publisher)
+        self._outputs = []
 
     def _on_set_parameters(self, changes: list) -> SetParametersResult:
         """Thresholds may be tuned at run time; everything else is fixed at start-up."""
@@ -233,7 +341,9 @@ class FusionNode(Node):
                 return SetParametersResult(successful=False, reason=str(exc))
         for change in changes:
             if change.name in ("score_threshold", "nms_threshold", "max_detections"):
-                setattr(self.engine, change.name, change.value)
+                self.p[change.name] = change.value  # the next configure uses it too
+                if self.engine is not None:
+                    setattr(self.engine, change.name, change.value)
         return SetParametersResult(successful=True)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -535,11 +645,29 @@ class FusionNode(Node):
         return text
 
     def _publish_diagnostics(self) -> None:
+        if self.state != "active":  # nothing runs: say so, and why if configure failed
+            values = {"state": self.state, "processed_pairs": self.processed}
+            message = f"lifecycle state: {self.state}"
+            if self.state == "unconfigured" and self._configure_error:
+                values["configure_error"] = self._configure_error
+                message += f" (configure failed: {self._configure_error})"
+            status = diagnostic_status(
+                f"{self.get_name()}: pipeline",
+                self.get_fully_qualified_name(),
+                DiagnosticStatus.OK[0] if not self._configure_error else DiagnosticStatus.ERROR[0],
+                message,
+                values,
+            )
+            array = DiagnosticArray(status=[status])
+            array.header.stamp = self.get_clock().now().to_msg()
+            self.pub_diagnostics.publish(array)
+            return
         now_ns = self.get_clock().now().nanoseconds
         stats = self.pairing.stats(now_ns)
         silent = self._silent_streams()
         unpaired = self._pairing_health(stats.pairs + stats.stale_pairs, silent)
         values: dict[str, object] = {
+            "state": self.state,
             "device": self.engine.device,
             "backend": self.engine.backend.name,
             "processed_pairs": self.processed,

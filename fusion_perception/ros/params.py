@@ -138,6 +138,12 @@ PARAMS: tuple[ParamSpec, ...] = (
         ("none", "rgb_only", "thermal_only"),
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1),
+    ParamSpec(
+        "autostart",
+        True,
+        "configure and activate at start-up (false: wait for a lifecycle manager)",
+        read_only=True,
+    ),
 )
 
 
