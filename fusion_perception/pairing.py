@@ -329,3 +329,36 @@ class PairingEngine:
             dt_abs_p95_ns=float(np.percentile(dts, 95)) if dts.size else None,
             streams=streams,
         )
+
+
+class StampGapCounter:
+    """Frames missing from one camera's stamp sequence: messages lost before they reached us.
+
+    The camera's period is the median of its recent stamp steps; a step longer than
+    ``tolerance`` periods counts ``round(step / period) - 1`` missing frames. Needs ``warmup``
+    steps first, so a camera's start-up jitter is not taken for loss; steps backwards (a
+    clock jump) restart it."""
+
+    def __init__(self, window: int = 50, warmup: int = 10, tolerance: float = 1.5) -> None:
+        self.steps: deque[int] = deque(maxlen=window)
+        self.warmup, self.tolerance = warmup, tolerance
+        self.last: int | None = None
+        self.missing = 0
+
+    def add(self, stamp_ns: int) -> int:
+        """Record the next accepted stamp; returns the frames missing just before it."""
+        previous, self.last = self.last, stamp_ns
+        if previous is None or stamp_ns <= previous:
+            if previous is not None:
+                self.steps.clear()
+            return 0
+        step = stamp_ns - previous
+        missed = 0
+        if len(self.steps) >= self.warmup:
+            period = float(np.median(self.steps))
+            if step > self.tolerance * period:
+                missed = max(round(step / period) - 1, 0)
+                self.missing += missed
+                return missed  # a gap is not a period sample
+        self.steps.append(step)
+        return missed

@@ -255,6 +255,28 @@ def test_a_failed_configure_leaves_the_managed_node_up_and_says_why(ros_context,
     assert "configure failed: parameter checkpoint:" in (tmp_path / "node.log").read_text()
 
 
+def test_frames_missing_from_a_cameras_stamps_are_counted(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    log = tmp_path / "node.log"
+    with running(node_args(node_checkpoint), log) as proc:
+        harness.wait_for_node(bgr, thermal)
+        period = 50_000_000  # a 20 Hz rig
+        base = time.time_ns()
+        for k in [*range(15), *range(20, 24)]:  # frames 15-19 never arrive
+            harness.publish_pair(bgr, thermal, stamp_ns=base + k * period)
+            harness.spin_until(lambda: False, 0.05 if k != 14 else 0.3)
+        harness.spin_until(lambda: False, 1.0)
+        assert proc.poll() is None, log.read_text()
+    harness.close()
+    values = {kv.key: kv.value for kv in statuses(harness)["fusion_node: pipeline"].values}
+    assert values["rgb_frames_missing"] == "5" and values["thermal_frames_missing"] == "5"
+    assert values["rgb_messages_lost"] == "0"  # the middleware lost nothing here
+    assert "rgb: 5 frame(s) missing before stamp" in log.read_text()
+
+
 def test_bad_input_is_reported_and_the_node_keeps_going(
     ros_context, tmp_path, node_checkpoint, vifb_dir
 ):

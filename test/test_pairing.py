@@ -317,3 +317,22 @@ def test_two_thread_stress_no_duplicates_and_counts_add_up():
     for stream in STREAMS:
         assert st.streams[stream].received == n + n // 100
         assert st.streams[stream].rejected[REJECT_REPEATED] == n // 100
+
+
+def test_stamp_gaps_count_the_frames_a_camera_never_delivered():
+    from fusion_perception.pairing import StampGapCounter
+
+    period = 33_333_333  # 30 Hz
+    rng = np.random.default_rng(0)
+    counter = StampGapCounter()
+    stamps = [k * period + int(rng.integers(-2_000_000, 2_000_000)) for k in range(40)]
+    del stamps[20:23]  # three frames lost in transport
+    del stamps[30]  # and one more
+    found = [counter.add(s) for s in stamps]
+    assert counter.missing == 4 and sorted(found)[-2:] == [1, 3]
+    # jitter is never taken for loss, and nothing counts before the period is known
+    quiet = StampGapCounter()
+    assert sum(quiet.add(s) for s in [0, 1_000, 90_000_000, 91_000_000]) == 0
+    # a clock jump back restarts the estimate instead of counting a huge gap
+    counter.add(5 * period)
+    assert counter.add(6 * period) == 0 and counter.missing == 4

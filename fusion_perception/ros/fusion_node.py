@@ -42,11 +42,11 @@ from fusion_perception.imaging import (
     ThermalNormalizer,
     make_normalizer,
 )
-from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine
+from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine, StampGapCounter
 from fusion_perception.ros import params as node_params
 from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
-from fusion_perception.ros.qos import watch_incompatible_qos
+from fusion_perception.ros.qos import watch_subscription
 from fusion_perception.ros.spin import spin_node
 from fusion_perception.tracking import IoUTracker
 
@@ -105,6 +105,8 @@ class FusionNode(LifecycleNode):
             s: deque(maxlen=RECENT_STAMPS) for s in STREAMS
         }
         self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
+        self.lost: Counter[str] = Counter()  # messages the middleware reported lost, per camera
+        self.gaps = {s: StampGapCounter() for s in STREAMS}  # frames missing from the stamps
         self._thermal_encoding: str | None = None
         self._camera_info: CameraInfo | None = None  # the RGB camera's newest
         self._rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
@@ -293,7 +295,9 @@ class FusionNode(LifecycleNode):
                     topic,
                     lambda msg, s=stream: self._on_image(s, msg),
                     qos,
-                    event_callbacks=watch_incompatible_qos(self, topic, qos),
+                    event_callbacks=watch_subscription(
+                        self, topic, qos, lambda n, s=stream: self._on_lost(s, n)
+                    ),
                 )
             )
         self._inputs.append(
@@ -387,6 +391,8 @@ class FusionNode(LifecycleNode):
             self.pairing.reset()
             self._tracker_reset.set()  # tracks of the old timeline would match by accident
             self._last_stamp.clear()
+            for gaps in self.gaps.values():
+                gaps.last = None  # the new timeline starts afresh
             for recent in self._recent_stamps.values():
                 recent.clear()
             self.last_processed_stamp = 0
@@ -394,12 +400,30 @@ class FusionNode(LifecycleNode):
         if result.accepted:
             self._last_stamp[stream] = stamp
             self._recent_stamps[stream].append(stamp)
+            missed = self.gaps[stream].add(stamp)
+            if missed:
+                self._report(
+                    f"{stream}_frames_missing",
+                    f"{stream}: {missed} frame(s) missing before stamp {stamp} ns (lost in "
+                    f"transport or by the camera; {self.gaps[stream].missing} so far)",
+                    warning=True,
+                )
         else:
             self._report(
                 f"{stream}_{result.reason}",
                 f"{stream} message rejected: {result.reason} "
                 f"(stamp {stamp} ns, frame_id '{msg.header.frame_id}')",
             )
+
+    def _on_lost(self, stream: str, count: int) -> None:
+        self.lost[stream] += count
+        self._report(
+            f"{stream}_messages_lost",
+            f"{stream}: the middleware lost {count} message(s) on "
+            f"{self.resolve_topic_name(self.p[f'{stream}_topic'])} ({self.lost[stream]} so far; "
+            "large images over best effort: raise the socket buffers or use reliable QoS)",
+            warning=True,
+        )
 
     def _report(self, kind: str, text: str, warning: bool = False) -> None:
         """Count an input error and log it, at most every 2 s per kind, so a bad stream cannot
@@ -686,6 +710,8 @@ class FusionNode(LifecycleNode):
             values[f"{stream}_rate_hz"] = f"{rate:.2f}"
             values[f"{stream}_dropped"] = s.dropped
             values[f"{stream}_unmatched"] = s.unmatched
+            values[f"{stream}_messages_lost"] = self.lost[stream]
+            values[f"{stream}_frames_missing"] = self.gaps[stream].missing
             if s.last_age_ns is not None:
                 values[f"{stream}_last_message_age_ms"] = f"{s.last_age_ns / 1e6:.1f}"
             if self.receive_delay_ms[stream]:

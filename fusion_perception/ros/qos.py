@@ -6,6 +6,8 @@ most common "no detections" report. The subscription's incompatible-QoS event na
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rclpy.node import Node
 from rclpy.qos import QoSProfile
 
@@ -30,8 +32,11 @@ def publisher_name(info) -> str:
     return f"{info.node_namespace.rstrip('/')}/{info.node_name}"
 
 
-def watch_incompatible_qos(node: Node, topic: str, ours: QoSProfile) -> SubscriptionEventCallbacks:
-    """Event callbacks that log an error naming our profile and every publisher's profile."""
+def watch_subscription(
+    node: Node, topic: str, ours: QoSProfile, on_lost: Callable[[int], None] | None = None
+) -> SubscriptionEventCallbacks:
+    """Event callbacks: an incompatible QoS logs an error naming our profile and every
+    publisher's; messages the middleware reports lost are handed to `on_lost` (their count)."""
 
     def on_incompatible(event) -> None:
         resolved = node.resolve_topic_name(topic)
@@ -46,4 +51,10 @@ def watch_incompatible_qos(node: Node, topic: str, ours: QoSProfile) -> Subscrip
             "parameter to match the camera driver."
         )
 
-    return SubscriptionEventCallbacks(incompatible_qos=on_incompatible)
+    def on_message_lost(event) -> None:
+        if on_lost is not None:
+            on_lost(int(event.total_count_change))
+
+    return SubscriptionEventCallbacks(
+        incompatible_qos=on_incompatible, message_lost=on_message_lost
+    )
