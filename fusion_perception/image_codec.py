@@ -97,6 +97,51 @@ def decode_compressed_rgb(data: Any, fmt: str = "") -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# What compressed_image_transport's png writes for single-channel thermal, by declared encoding.
+THERMAL_COMPRESSED = {"mono16": np.uint16, "16UC1": np.uint16, "mono8": np.uint8, "8UC1": np.uint8}
+COMPRESSED_DEPTH_HEADER = 12  # compressedDepth prefixes the PNG with its config (format + 2 floats)
+
+
+def decode_compressed_thermal(data: Any, fmt: str = "") -> tuple[np.ndarray, str]:
+    """A thermal CompressedImage payload -> (HxW array, encoding).
+
+    The format field is what image_transport writes, "<encoding>; png compressed" (or
+    "<encoding>; compressedDepth png"): 16-bit PNG keeps the camera's counts exactly. Without an
+    encoding in the format it follows the decoded depth. Colour, a depth that contradicts the
+    declared encoding, or a lossy 8-bit codec claimed as 16-bit raise ImageEncodingError.
+    """
+    import cv2
+
+    declared = fmt.split(";", 1)[0].strip() if ";" in fmt else ""
+    if declared and declared not in THERMAL_COMPRESSED:
+        raise ImageEncodingError(
+            f"format: {fmt!r} declares encoding {declared!r}; compressed thermal must be one of "
+            f"{', '.join(THERMAL_COMPRESSED)} (32FC1 cannot be compressed this way)"
+        )
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    if "compresseddepth" in fmt.lower():
+        buffer = buffer[COMPRESSED_DEPTH_HEADER:]
+    if buffer.size == 0:
+        raise ImageEncodingError(f"data: CompressedImage (format {fmt!r}) has no data (0 bytes)")
+    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise ImageEncodingError(
+            f"data: CompressedImage (format {fmt!r}, {buffer.size} bytes) could not be decoded"
+        )
+    if image.ndim != 2:
+        raise ImageEncodingError(
+            f"data: thermal CompressedImage decodes to {image.shape[2]} channels; a thermal stream "
+            "must be single-channel (e.g. mono16; png compressed)"
+        )
+    encoding = declared or ("mono16" if image.dtype == np.uint16 else "mono8")
+    if image.dtype != THERMAL_COMPRESSED.get(encoding, image.dtype):
+        raise ImageEncodingError(
+            f"data: format {fmt!r} declares {encoding} but the payload decodes to "
+            f"{image.dtype} (a lossy 8-bit codec cannot carry 16-bit counts: use png)"
+        )
+    return image, encoding
+
+
 def decode_msg(msg: Any) -> np.ndarray:
     """`decode` applied to an Image-shaped message (rclpy or rosbags)."""
     return decode(msg.data, msg.height, msg.width, msg.encoding, msg.step, bool(msg.is_bigendian))

@@ -277,6 +277,55 @@ def test_frames_missing_from_a_cameras_stamps_are_counted(
     assert "rgb: 5 frame(s) missing before stamp" in log.read_text()
 
 
+def test_thermal_as_16_bit_png_fuses_like_raw_counts(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    import cv2
+    from sensor_msgs.msg import CompressedImage
+
+    from fusion_perception.ros.image_conversions import image_to_msg
+
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    pub_png = harness.node.create_publisher(CompressedImage, "thermal/compressed", 5)
+    params = ("thermal_compressed:=true", "thermal_topic:=thermal/compressed")
+    png = cv2.imencode(".png", thermal)[1].tobytes()
+
+    def publish(data: bytes, fmt: str) -> int:
+        stamp = harness.next_stamp()
+        rgb = image_to_msg(bgr, "bgr8")
+        rgb.header.stamp, rgb.header.frame_id = stamp, "rgb_optical"
+        msg = CompressedImage(format=fmt, data=data)
+        msg.header.stamp, msg.header.frame_id = stamp, "thermal_optical"
+        harness.pub_rgb.publish(rgb)
+        pub_png.publish(msg)
+        return stamp.sec * 1_000_000_000 + stamp.nanosec
+
+    log = tmp_path / "node.log"
+    with running(node_args(node_checkpoint, *params), log) as proc:
+        deadline = time.monotonic() + 60
+        while not harness.detections and time.monotonic() < deadline:
+            publish(png, "mono16; png compressed ")
+            harness.spin_until(lambda: bool(harness.detections), 0.5)
+        good = publish(png, "mono16; png compressed ")
+        assert _answered(harness, good)
+        jpeg = cv2.imencode(".jpg", (thermal // 64).astype("uint8"))[1].tobytes()
+        bad = publish(jpeg, "mono16; jpeg compressed")
+        assert not _answered(harness, bad, timeout=1.0)
+        assert proc.poll() is None, log.read_text()
+    from_png = _fused_of(harness, good)
+    harness.detections.clear()  # the second node's answers only
+    with running(node_args(node_checkpoint), tmp_path / "raw.log"):
+        harness.wait_for_node(bgr, thermal)
+        raw = _send(harness, bgr, thermal)
+        assert _answered(harness, raw)
+        from_raw = _fused_of(harness, raw)
+    harness.close()
+    # the PNG carried the counts exactly: the same fused image as the raw mono16 message
+    np.testing.assert_array_equal(from_png, from_raw)
+    assert "declares mono16 but the payload decodes to uint8" in log.read_text()
+
+
 def test_bad_input_is_reported_and_the_node_keeps_going(
     ros_context, tmp_path, node_checkpoint, vifb_dir
 ):

@@ -1,3 +1,5 @@
+import re
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,49 @@ def test_rclpy_message_round_trip() -> None:
     msg = image_to_msg(image, "mono16")
     assert (msg.height, msg.width, msg.step) == (512, 640, 1280)
     np.testing.assert_array_equal(msg_to_image(msg), image)
+
+
+def test_compressed_thermal_keeps_16_bit_counts_exactly():
+    import cv2
+
+    from fusion_perception.image_codec import decode_compressed_thermal
+
+    counts = np.random.default_rng(0).integers(5000, 12000, (48, 64)).astype(np.uint16)
+    png = cv2.imencode(".png", counts)[1].tobytes()
+    image, encoding = decode_compressed_thermal(png, "mono16; png compressed ")
+    assert encoding == "mono16" and image.dtype == np.uint16
+    np.testing.assert_array_equal(image, counts)
+    # no encoding in the format: the decoded depth decides; compressedDepth's 12-byte header
+    assert decode_compressed_thermal(png, "png")[1] == "mono16"
+    depth, _ = decode_compressed_thermal(bytes(12) + png, "16UC1; compressedDepth png")
+    np.testing.assert_array_equal(depth, counts)
+    eight = cv2.imencode(".png", (counts // 64).astype(np.uint8))[1].tobytes()
+    assert decode_compressed_thermal(eight, "mono8; png compressed")[1] == "mono8"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fmt", "message"),
+    [
+        ("jpeg8", "mono16; jpeg compressed", "declares mono16 but the payload decodes to uint8"),
+        ("colour", "bgr8; png compressed", "declares encoding 'bgr8'"),
+        ("colour", "png", "decodes to 3 channels"),
+        ("png16", "32FC1; png compressed", "32FC1 cannot be compressed"),
+        ("empty", "mono16; png compressed", "has no data (0 bytes)"),
+        ("garbage", "mono16; png compressed", "could not be decoded"),
+    ],
+)
+def test_compressed_thermal_that_cannot_be_thermal_is_named(payload, fmt, message):
+    import cv2
+
+    from fusion_perception.image_codec import ImageEncodingError, decode_compressed_thermal
+
+    counts = np.full((16, 16), 7000, np.uint16)
+    data = {
+        "jpeg8": cv2.imencode(".jpg", (counts // 64).astype(np.uint8))[1].tobytes(),
+        "colour": cv2.imencode(".png", np.zeros((16, 16, 3), np.uint8))[1].tobytes(),
+        "png16": cv2.imencode(".png", counts)[1].tobytes(),
+        "empty": b"",
+        "garbage": b"not an image at all",
+    }[payload]
+    with pytest.raises(ImageEncodingError, match=re.escape(message)):
+        decode_compressed_thermal(data, fmt)

@@ -33,6 +33,7 @@ from fusion_perception.engine import FusionEngine, select_device
 from fusion_perception.image_codec import (
     ImageEncodingError,
     decode_compressed_rgb,
+    decode_compressed_thermal,
     decode_msg,
     lookup_encoding,
     to_rgb8,
@@ -286,7 +287,8 @@ class FusionNode(LifecycleNode):
 
     def _create_subscriptions(self) -> None:
         rgb_type = CompressedImage if self.p["rgb_compressed"] else Image
-        for stream, msg_type in (("rgb", rgb_type), ("thermal", Image)):
+        thermal_type = CompressedImage if self.p["thermal_compressed"] else Image
+        for stream, msg_type in (("rgb", rgb_type), ("thermal", thermal_type)):
             qos = self._qos(stream)
             topic = self.p[f"{stream}_topic"]
             self._inputs.append(
@@ -492,13 +494,19 @@ class FusionNode(LifecycleNode):
         return to_rgb8(decode_msg(msg), msg.encoding)
 
     def _decode_thermal(self, msg: Any) -> np.ndarray:
-        if msg.encoding not in THERMAL_ENCODINGS:
-            raise ImageEncodingError(
-                f"thermal: encoding {msg.encoding!r} is not a thermal encoding "
-                f"({', '.join(THERMAL_ENCODINGS)})"
-            )
-        raw = decode_msg(msg)
-        self._follow_thermal_encoding(msg.encoding)
+        if isinstance(msg, CompressedImage):
+            try:
+                raw, encoding = decode_compressed_thermal(msg.data, msg.format)
+            except ImageEncodingError as exc:
+                raise ImageEncodingError(f"thermal: {exc}") from None
+        else:
+            if msg.encoding not in THERMAL_ENCODINGS:
+                raise ImageEncodingError(
+                    f"thermal: encoding {msg.encoding!r} is not a thermal encoding "
+                    f"({', '.join(THERMAL_ENCODINGS)})"
+                )
+            raw, encoding = decode_msg(msg), msg.encoding
+        self._follow_thermal_encoding(encoding)
         return self.normalizer(raw)
 
     def _follow_thermal_encoding(self, encoding: str) -> None:

@@ -54,8 +54,18 @@ def tracking_params() -> list[ParamSpec]:
 
 PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("rgb_topic", "rgb/image", "RGB camera topic (sensor_msgs/Image or CompressedImage)"),
-    ParamSpec("thermal_topic", "thermal/image", "thermal camera topic (sensor_msgs/Image)"),
+    ParamSpec(
+        "thermal_topic",
+        "thermal/image",
+        "thermal camera topic (sensor_msgs/Image or, with thermal_compressed, CompressedImage)",
+    ),
     ParamSpec("rgb_compressed", False, "subscribe to the RGB topic as sensor_msgs/CompressedImage"),
+    ParamSpec(
+        "thermal_compressed",
+        False,
+        "subscribe to the thermal topic as sensor_msgs/CompressedImage (16-bit PNG, as "
+        "compressed_image_transport writes it)",
+    ),
     ParamSpec(
         "rgb_camera_info_topic",
         "",
