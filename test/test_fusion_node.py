@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import re
 import sys
@@ -507,6 +508,18 @@ def _dropped(harness: Harness) -> int:
         ),
         ("classes:=person,dog", "parameter classes: ['dog'] is not a subset"),
         ("tracking.min_hits:=0", "parameter tracking.min_hits"),
+        pytest.param(
+            "sync.backend:=message_filters",
+            "parameter sync.backend: message_filters is not",
+            marks=pytest.mark.skipif(
+                importlib.util.find_spec("message_filters") is not None,
+                reason="message_filters is installed here: its missing-package error cannot occur",
+            ),
+        ),
+        (
+            ["sync.backend:=message_filters", "fallback:=rgb_only"],
+            "parameter sync.backend: message_filters passes only matched pairs",
+        ),
     ],
 )
 def test_bad_configuration_stops_with_the_parameter_named(
@@ -516,7 +529,7 @@ def test_bad_configuration_stops_with_the_parameter_named(
 
     from ros_process import ros_env
 
-    args = node_args(node_checkpoint, param)
+    args = node_args(node_checkpoint, *([param] if isinstance(param, str) else param))
     result = subprocess.run(
         [sys.executable, *args],
         env=ros_env(),

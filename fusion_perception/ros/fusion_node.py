@@ -190,6 +190,15 @@ class FusionNode(LifecycleNode):
         """Engine, tracker, normalizer, registration and pairing from the parameters; a
         ValueError names the parameter at fault."""
         checkpoint = self.p["checkpoint"] or str(default_checkpoint())
+        if self.p["sync.backend"] == "message_filters":
+            try:
+                import message_filters  # noqa: F401
+            except ImportError:
+                raise ValueError(
+                    "parameter sync.backend: message_filters is not importable here (apt: "
+                    "ros-$ROS_DISTRO-message-filters; it has no PyPI wheel); use "
+                    "sync.backend builtin"
+                ) from None
         try:
             select_device(self.p["device"])
         except ValueError as exc:
@@ -288,6 +297,20 @@ class FusionNode(LifecycleNode):
     def _create_subscriptions(self) -> None:
         rgb_type = CompressedImage if self.p["rgb_compressed"] else Image
         thermal_type = CompressedImage if self.p["thermal_compressed"] else Image
+        if self.p["sync.backend"] == "message_filters":
+            self._create_synchronizer(rgb_type, thermal_type)
+        else:
+            self._create_camera_subscriptions(rgb_type, thermal_type)
+        self._inputs.append(
+            self.create_subscription(
+                CameraInfo,
+                node_params.camera_info_topic(self.p),
+                self._on_camera_info,
+                self._qos("rgb"),
+            )
+        )
+
+    def _create_camera_subscriptions(self, rgb_type: type, thermal_type: type) -> None:
         for stream, msg_type in (("rgb", rgb_type), ("thermal", thermal_type)):
             qos = self._qos(stream)
             topic = self.p[f"{stream}_topic"]
@@ -302,14 +325,31 @@ class FusionNode(LifecycleNode):
                     ),
                 )
             )
-        self._inputs.append(
-            self.create_subscription(
-                CameraInfo,
-                node_params.camera_info_topic(self.p),
-                self._on_camera_info,
-                self._qos("rgb"),
+
+    def _create_synchronizer(self, rgb_type: type, thermal_type: type) -> None:
+        """message_filters pairs the streams; each matched pair then goes through the builtin
+        engine too (same slop, so it pairs them alike), which keeps the counters and diagnostics."""
+        import message_filters  # checked at configure
+
+        subscribers = [
+            message_filters.Subscriber(
+                self, msg_type, self.p[f"{stream}_topic"], qos_profile=self._qos(stream)
             )
-        )
+            for stream, msg_type in (("rgb", rgb_type), ("thermal", thermal_type))
+        ]
+        if self.p["sync.mode"] == "exact":
+            synchronizer = message_filters.TimeSynchronizer(subscribers, self.p["sync.queue_size"])
+        else:
+            synchronizer = message_filters.ApproximateTimeSynchronizer(
+                subscribers, self.p["sync.queue_size"], self.p["sync.slop"]
+            )
+        synchronizer.registerCallback(self._on_synced_pair)
+        self._synchronizer = synchronizer  # message_filters keeps no reference of its own
+        self._inputs += [subscriber.sub for subscriber in subscribers]
+
+    def _on_synced_pair(self, rgb: Any, thermal: Any) -> None:
+        self._on_image("rgb", rgb)
+        self._on_image("thermal", thermal)
 
     def _create_publishers(self) -> None:
         self.pub_fused = self.create_publisher(Image, "~/fused/image", 2)

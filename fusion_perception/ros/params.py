@@ -82,6 +82,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "pairing: approximate (within sync.slop) or exact (equal stamps, triggered rigs)",
         ("approximate", "exact"),
     ),
+    ParamSpec(
+        "sync.backend",
+        "builtin",
+        "who pairs the streams: builtin (fusion_perception.pairing: drop counting, fallback) or "
+        "message_filters (its ApproximateTimeSynchronizer / TimeSynchronizer; apt ROS only)",
+        ("builtin", "message_filters"),
+        read_only=True,
+    ),
     ParamSpec("sync.slop", 0.02, "max |stamp difference| of a pair, seconds", low=0.0, high=1.0),
     ParamSpec("sync.rgb_offset", 0.0, "added to RGB stamps before pairing, s", low=-1.0, high=1.0),
     ParamSpec("sync.thermal_offset", 0.0, "added to thermal stamps, s", low=-1.0, high=1.0),
@@ -193,6 +201,11 @@ def declare_and_read(node: Node) -> dict[str, Any]:
             raise ValueError(f"parameter {spec.name}: {exc}") from None
         check(spec, value)
         values[spec.name] = value
+    if values["sync.backend"] == "message_filters" and values["fallback"] != "none":
+        raise ValueError(
+            "parameter sync.backend: message_filters passes only matched pairs, so fallback "
+            f"{values['fallback']!r} could never run; use sync.backend builtin or fallback none"
+        )
     if values["thermal.p_lo"] >= values["thermal.p_hi"]:
         raise ValueError("parameter thermal.p_lo: must be below thermal.p_hi")
     if values["thermal.range_lo"] >= values["thermal.range_hi"]:
