@@ -23,9 +23,9 @@ from fusion_perception.engine import FusionEngine
 from fusion_perception.image_codec import ImageEncodingError
 from fusion_perception.imaging import (
     Registration,
-    ThermalNormalizer,
     make_normalizer,
 )
+from fusion_perception.pipeline import FramePipeline
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
@@ -92,27 +92,18 @@ class PairsFailedError(ValueError):
     """Some pairs could not be processed; the others were written."""
 
 
-def infer_pair(
-    engine: FusionEngine,
-    normalizer: ThermalNormalizer,
-    registration: Registration | None,
-    stem: str,
-    rgb_path: Path,
-    thermal_path: Path,
-):
+def infer_pair(pipeline: FramePipeline, stem: str, rgb_path: Path, thermal_path: Path):
     """Read, normalize, register and run one pair; raises ValueError naming the problem."""
     rgb = read_rgb(rgb_path)
     raw = read_thermal(thermal_path)
-    normalizer.reset()  # independent images: no temporal smoothing across files
-    thermal = normalizer(raw)
-    if registration is not None:
-        thermal, _ = registration.warp(thermal)
-    elif thermal.shape != rgb.shape[:2]:
+    pipeline.reset()  # independent images: no temporal smoothing across files
+    if pipeline.registration is None and raw.shape != rgb.shape[:2]:
         raise ValueError(
             f"{stem}: thermal {raw.shape[1]}x{raw.shape[0]} and RGB {rgb.shape[1]}x"
             f"{rgb.shape[0]} differ in size; pass --calibration"
         )
-    return rgb, engine.infer(rgb, thermal)
+    frame = pipeline.run(rgb, raw)
+    return frame.rgb, frame.result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -132,13 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         engine.checkpoint.thermal_normalization["scheme"],
         **engine.checkpoint.thermal_normalization["params"],
     )
+    pipeline = FramePipeline(engine, normalizer, registration)
     (args.out / "fused").mkdir(parents=True, exist_ok=True)
     (args.out / "annotated").mkdir(parents=True, exist_ok=True)
     records = []
     failed: list[str] = []
     for stem, rgb_path, thermal_path in tqdm(pairs, desc="fusion-infer", unit="pair"):
         try:
-            rgb, result = infer_pair(engine, normalizer, registration, stem, rgb_path, thermal_path)
+            rgb, result = infer_pair(pipeline, stem, rgb_path, thermal_path)
         except (ImageEncodingError, ValueError, TypeError, cv2.error) as exc:
             reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else repr(exc)
             failed.append(f"{rgb_path} + {thermal_path}: {reason}")

@@ -32,11 +32,6 @@ from fusion_perception.checkpoint import CheckpointError
 from fusion_perception.engine import FusionEngine, select_device
 from fusion_perception.image_codec import (
     ImageEncodingError,
-    decode_compressed_rgb,
-    decode_compressed_thermal,
-    decode_msg,
-    lookup_encoding,
-    to_rgb8,
 )
 from fusion_perception.imaging import (
     Registration,
@@ -44,6 +39,7 @@ from fusion_perception.imaging import (
     make_normalizer,
 )
 from fusion_perception.pairing import REJECT_BACKWARDS, Pair, PairingEngine, StampGapCounter
+from fusion_perception.pipeline import FramePipeline, decode_rgb_message, decode_thermal_message
 from fusion_perception.ros import params as node_params
 from fusion_perception.ros.image_conversions import image_to_msg
 from fusion_perception.ros.messages import detections_to_msg, diagnostic_status, label_info_msg
@@ -51,7 +47,6 @@ from fusion_perception.ros.qos import watch_subscription
 from fusion_perception.ros.spin import spin_node
 from fusion_perception.tracking import IoUTracker
 
-THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 STREAMS = ("rgb", "thermal")
 CLOCK_JUMP_NS = 1_000_000_000  # a stamp this far behind its stream's last one: the clock jumped
 FUTURE_TOLERANCE_NS = 500_000_000  # a stamp this far ahead of the node's clock is flagged
@@ -108,7 +103,6 @@ class FusionNode(LifecycleNode):
         self._future: dict[str, tuple[float, int]] = {}  # stream -> (monotonic, ns ahead)
         self.lost: Counter[str] = Counter()  # messages the middleware reported lost, per camera
         self.gaps = {s: StampGapCounter() for s in STREAMS}  # frames missing from the stamps
-        self._thermal_encoding: str | None = None
         self._camera_info: CameraInfo | None = None  # the RGB camera's newest
         self._rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
         self._pairs_seen = 0
@@ -226,15 +220,15 @@ class FusionNode(LifecycleNode):
         self.tracker = (
             IoUTracker(node_params.tracker_config(self.p)) if self.p["tracking.enabled"] else None
         )
-        self.normalizer = self._make_normalizer()
         try:
-            self.registration = (
+            registration = (
                 Registration.from_yaml(self.p["calibration_file"])
                 if self.p["calibration_file"]
                 else None
             )
         except (OSError, ValueError) as exc:
             raise ValueError(f"parameter calibration_file: {exc}") from None
+        self.pipeline = FramePipeline(self.engine, self._make_normalizer(), registration)
         self.pairing = PairingEngine(
             mode="exact" if self.p["sync.mode"] == "exact" else "approximate",
             slop_ns=round(self.p["sync.slop"] * 1e9),
@@ -525,74 +519,34 @@ class FusionNode(LifecycleNode):
             msg if live == "rgb" else None, msg if live == "thermal" else None, stamp, stamp, 0
         )
 
-    def _decode_rgb(self, msg: Any) -> np.ndarray:
-        if isinstance(msg, CompressedImage):
-            try:
-                return decode_compressed_rgb(msg.data, msg.format)
-            except ImageEncodingError as exc:
-                raise ImageEncodingError(f"rgb: {exc}") from None
-        return to_rgb8(decode_msg(msg), msg.encoding)
-
-    def _decode_thermal(self, msg: Any) -> np.ndarray:
-        if isinstance(msg, CompressedImage):
-            try:
-                raw, encoding = decode_compressed_thermal(msg.data, msg.format)
-            except ImageEncodingError as exc:
-                raise ImageEncodingError(f"thermal: {exc}") from None
-        else:
-            if msg.encoding not in THERMAL_ENCODINGS:
-                raise ImageEncodingError(
-                    f"thermal: encoding {msg.encoding!r} is not a thermal encoding "
-                    f"({', '.join(THERMAL_ENCODINGS)})"
-                )
-            raw, encoding = decode_msg(msg), msg.encoding
-        self._follow_thermal_encoding(encoding)
-        return self.normalizer(raw)
-
-    def _follow_thermal_encoding(self, encoding: str) -> None:
-        """A driver that switches units (mono16 counts -> 32FC1 degrees, -> mono8) mid-stream:
-        the normalizer's temporal state is in the old units, so restart it and say so once."""
-        previous, self._thermal_encoding = self._thermal_encoding, encoding
-        if previous is None or previous == encoding:
-            return
-        if lookup_encoding(previous).dtype == lookup_encoding(encoding).dtype:
-            return  # e.g. mono16 <-> 16UC1: same values
-        self.normalizer.reset()
-        note = ""
-        if self.normalizer.scheme == "fixed_range":
-            lo, hi = self.normalizer.bounds
-            note = f"; fixed_range {lo:g}..{hi:g} was chosen for one of them, check it"
-        self._report(
-            f"thermal_encoding_changed.{previous}->{encoding}",
-            f"thermal encoding changed from {previous} to {encoding}: the thermal "
-            f"normalization ({self.normalizer.scheme}) restarted in the new units{note}",
-            warning=True,
-        )
+    @staticmethod
+    def _decoded(stream: str, decode: Any, msg: Any) -> Any:
+        try:
+            return decode(msg)
+        except ImageEncodingError as exc:
+            raise ImageEncodingError(f"{stream}: {exc}") from None
 
     def _process(self, pair: Pair) -> None:
         t0 = time.perf_counter()
+        rgb_msg = pair.rgb if pair.rgb is not None else pair.thermal
         try:
-            rgb_msg = pair.rgb if pair.rgb is not None else pair.thermal
-            thermal = self._decode_thermal(pair.thermal) if pair.thermal is not None else None
-            if thermal is not None and self.registration is not None:
-                thermal, _ = self.registration.warp(thermal)  # now in RGB pixels
-            if pair.rgb is not None:
-                rgb = self._decode_rgb(pair.rgb)
-            else:  # thermal_only fallback: a blank RGB frame of the (registered) thermal size
-                rgb = np.zeros((*thermal.shape, 3), np.uint8)
-            if thermal is None:
-                thermal = np.zeros(rgb.shape[:2], np.float32)
-            elif thermal.shape != rgb.shape[:2]:
-                raise ValueError(
-                    f"size mismatch: thermal {thermal.shape[1]}x{thermal.shape[0]} vs rgb "
-                    f"{rgb.shape[1]}x{rgb.shape[0]} and no calibration_file to register them"
-                )
+            raw = None
+            if pair.thermal is not None:
+                raw, encoding = self._decoded("thermal", decode_thermal_message, pair.thermal)
+                warning = self.pipeline.follow_encoding(encoding)
+                if warning is not None:
+                    self._report(f"thermal_encoding_changed.{encoding}", warning, warning=True)
+            rgb = None if pair.rgb is None else self._decoded("rgb", decode_rgb_message, pair.rgb)
             t1 = time.perf_counter()
-            result = self.engine.infer(rgb, thermal)
+            frame = self.pipeline.run(rgb, raw)
+            rgb, result = frame.rgb, frame.result
         except (ImageEncodingError, ValueError, TypeError) as exc:
-            # One counter per problem (the message's leading field), e.g. "input.data".
+            # One counter per problem (the camera and the message's leading field), e.g.
+            # "encoding.thermal.data" or "input.size mismatch".
             category = "encoding" if isinstance(exc, ImageEncodingError) else "input"
-            kind = f"{category}.{str(exc).split(':', 1)[0][:40]}"
+            fields = [f.strip() for f in str(exc).split(":", 2)]
+            field = ".".join(fields[:2]) if fields[0] in STREAMS else fields[0]
+            kind = f"{category}.{field[:48]}"
             self._report(kind, f"pair at {pair.stamp_ns} ns skipped: {exc}")
             return
         header = self._output_header(rgb_msg, pair.rgb is None)
@@ -614,10 +568,10 @@ class FusionNode(LifecycleNode):
             annotated = draw_detections(fused_rgb, result.detections, self.engine.class_names)
             self.pub_annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
         t2 = time.perf_counter()
-        timings = dict(result.timings_ms)
+        timings = dict(frame.timings_ms)
         timings["decode"] = (t1 - t0) * 1e3
         timings["total"] = (t2 - t0) * 1e3
-        timings["publish"] = timings["total"] - timings["decode"] - sum(result.timings_ms.values())
+        timings["publish"] = timings["total"] - timings["decode"] - sum(frame.timings_ms.values())
         for stage, ms in timings.items():
             self.stage_ms.setdefault(stage, deque(maxlen=100)).append(ms)
         self.ages_ms.append((self.get_clock().now().nanoseconds - pair.rgb_stamp_ns) / 1e6)

@@ -43,14 +43,10 @@ from rosbags.typesys import Stores, get_typestore
 from tqdm import tqdm
 
 from fusion_perception import __version__
-from fusion_perception.image_codec import (
-    ImageEncodingError,
-    decode_compressed_rgb,
-    decode_msg,
-    to_rgb8,
-)
+from fusion_perception.image_codec import ImageEncodingError
 from fusion_perception.imaging import Registration, ThermalNormalizer
 from fusion_perception.pairing import Pair, PairingEngine
+from fusion_perception.pipeline import FramePipeline, decode_rgb_message, decode_thermal_message
 from fusion_training.datasets.folder import LABEL_FORMATS
 
 log = logging.getLogger(__name__)
@@ -59,7 +55,6 @@ IMAGE_MSG = "sensor_msgs/msg/Image"
 COMPRESSED_MSG = "sensor_msgs/msg/CompressedImage"
 RGB_TYPES = (IMAGE_MSG, COMPRESSED_MSG)
 THERMAL_TYPES = (IMAGE_MSG,)
-THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 MANIFEST = "manifest.yaml"
 SOURCE = "source.yaml"
 _PARTIAL = ".partial"
@@ -139,11 +134,12 @@ class SyncSettings:
         sync = nodes[0].get("sync", {})
         if not isinstance(sync, Mapping):
             raise ValueError(f"--params: {path}: 'sync' must be a mapping, got {sync!r}")
-        known = {"mode", "slop", "rgb_offset", "thermal_offset", "queue_size", "max_age"}
+        known = {"mode", "slop", "rgb_offset", "thermal_offset", "queue_size", "max_age", "backend"}
         unknown = sorted(set(sync) - known)
         if unknown:
             raise ValueError(f"--params: {path}: unknown sync parameter(s) {unknown}")
-        values = {k: v for k, v in sync.items() if k != "max_age"}
+        # offline pairing is always the builtin engine, whatever the node's sync.backend
+        values = {k: v for k, v in sync.items() if k not in ("max_age", "backend")}
         try:
             settings = replace(cls(), **values)
             settings.engine()  # validates every value
@@ -156,29 +152,22 @@ def _stamp_ns(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
-def decode_rgb(msg: Any, msgtype: str, topic: str) -> np.ndarray:
+def decode_rgb(msg: Any, topic: str) -> np.ndarray:
     """An RGB-topic message (Image, or CompressedImage in any format OpenCV reads) -> uint8
-    HxWx3 in RGB order."""
+    HxWx3 in RGB order; errors name the topic."""
     try:
-        if msgtype == COMPRESSED_MSG:
-            return decode_compressed_rgb(bytes(msg.data), msg.format)
-        return to_rgb8(decode_msg(msg), msg.encoding)
+        return decode_rgb_message(msg)
     except ImageEncodingError as exc:
         raise ImageEncodingError(f"{topic}: {exc}") from None
 
 
 def decode_thermal(msg: Any, topic: str) -> np.ndarray:
-    """A thermal Image -> raw HxW copy in native byte order: uint16 counts, uint8 or float32."""
-    if msg.encoding not in THERMAL_ENCODINGS:
-        raise ImageEncodingError(
-            f"{topic}: encoding {msg.encoding!r} is not a thermal encoding; "
-            f"supported: {', '.join(THERMAL_ENCODINGS)}"
-        )
+    """A thermal Image or CompressedImage (16-bit PNG) -> raw HxW copy in native byte order:
+    uint16 counts, uint8 or float32; errors name the topic."""
     try:
-        raw = decode_msg(msg)
+        return decode_thermal_message(msg)[0]
     except ImageEncodingError as exc:
         raise ImageEncodingError(f"{topic}: {exc}") from None
-    return raw.astype(raw.dtype.newbyteorder("="), copy=True)
 
 
 def thermal_suffix(raw: np.ndarray) -> str:
@@ -376,20 +365,19 @@ class PseudoLabeler:
         self.class_names = list(self.engine.class_names)
         self.label_format = "dota" if self.engine.rotated else "yolo"
         self.score_threshold = score_threshold
-        self.normalizer = ThermalNormalizer.from_dict(normalization.to_dict())
+        normalizer = ThermalNormalizer.from_dict(normalization.to_dict())
+        self.pipeline = FramePipeline(self.engine, normalizer)
         self.objects = 0
 
     def reset(self) -> None:
-        self.normalizer.reset()
+        self.pipeline.reset()
 
     def label_lines(
         self, rgb: np.ndarray, thermal_raw: np.ndarray, registration: Registration | None
     ) -> list[str]:
         """rgb uint8 HxWx3; thermal_raw as decoded (before registration)."""
-        thermal = self.normalizer(thermal_raw)
-        if registration is not None:
-            thermal, _ = registration.warp(thermal)
-        detections = self.engine.infer(rgb, thermal).detections
+        self.pipeline.registration = registration
+        detections = self.pipeline.run(rgb, thermal_raw).result.detections
         height, width = rgb.shape[:2]
         if self.label_format == "yolo":
             lines = yolo_lines(detections.boxes, detections.labels, width, height)
@@ -688,9 +676,9 @@ def _write_one(
     report.pairs += 1
     if (report.pairs - 1) % job.every:
         return
-    (rgb_msg, rgb_type), (thermal_msg, _) = pair.rgb, pair.thermal
+    (rgb_msg, _), (thermal_msg, _) = pair.rgb, pair.thermal
     try:
-        rgb = decode_rgb(rgb_msg, rgb_type, job.rgb_topic)
+        rgb = decode_rgb(rgb_msg, job.rgb_topic)
         raw = decode_thermal(thermal_msg, job.thermal_topic)
         registered = _register(raw, rgb, job.registration)
     except (ImageEncodingError, ValueError) as exc:
