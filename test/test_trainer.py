@@ -38,8 +38,12 @@ from fusion_perception.synthetic import SceneGenerator
 
 REPO = Path(__file__).resolve().parents[1]
 NANO = REPO / "config" / "training" / "synthetic_nano.yaml"
-# 64x64 scenes, 8 training images in batches of 2 (4 steps per epoch), cheap augmentation
+# 64x64 scenes, 8 training images in batches of 2 (4 steps per epoch), cheap augmentation;
+# UnityGrad measuring every step, so the tests see the multitask machinery at work
 SMALL = {
+    "mtl.method": "unitygrad",
+    "mtl.update_every": 1,
+    "mtl.options": {"eig_floor": 0.01},
     "input_size": [64, 64],
     "dataset.train.length": 8,
     "dataset.val": None,

@@ -622,6 +622,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     results = [
         result for arm in ARMS for s in seeds if (result := runs.current(arm.name, s)) is not None
     ]
+    done = {(r["arm"], r["seed"]) for r in results}
+    noted = {tuple(line.split(":", 1)[0].rsplit(" seed ", 1)) for line in left}
+    left += [
+        f"{arm.name} seed {s}: not run yet"
+        for arm in ARMS
+        for s in seeds
+        if (arm.name, s) not in done and (arm.name, str(s)) not in noted
+    ]
     if not results:
         print(f"study: no current cached runs in {runs.root}; nothing to report", file=sys.stderr)
         return 1

@@ -242,6 +242,8 @@ def verdict_text(ug: ArmSummary, front: Sequence[ArmSummary], facts: Mapping[str
 def _pm(arm: ArmSummary, key: str, digits: int = 3) -> str:
     if key not in arm.mean:
         return "–"
+    if len(arm.seeds) < 2:
+        return f"{arm.mean[key]:.{digits}f} (1 seed)"
     return f"{arm.mean[key]:.{digits}f} ± {arm.sd[key]:.{digits}f}"
 
 
@@ -326,14 +328,15 @@ def plot(arms: Mapping[str, ArmSummary], path: Path) -> bool:
                 ax.annotate(f"λ={_lambda(a)}", (a.mean[fus], a.mean[det]), fontsize=8,
                             xytext=(4, 4), textcoords="offset points")  # fmt: skip
         others = [a for a in present if a.name not in front_names]
-        markers = iter("sD^v<>pP*hX")
-        for a in others:
+        colours = ("tab:red", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink")
+        for i, a in enumerate(others):
             ax.errorbar(
                 a.mean[fus],
                 a.mean[det],
                 xerr=a.sd[fus],
                 yerr=a.sd[det],
-                fmt=next(markers, "o"),
+                fmt="sD^v<>pP*hX"[i % 11],
+                color=colours[i % len(colours)],
                 capsize=3,
                 label=a.name,
             )
