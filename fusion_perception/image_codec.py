@@ -86,15 +86,22 @@ def decode_compressed_rgb(data: Any, fmt: str = "") -> np.ndarray:
     """
     import cv2  # only the compressed path needs OpenCV
 
-    buffer = np.frombuffer(data, dtype=np.uint8)
+    image = _imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_COLOR, fmt)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def _imdecode(buffer: np.ndarray, flags: int, fmt: str) -> np.ndarray:
+    """cv2.imdecode, with empty or undecodable data named instead of an OpenCV assertion."""
+    import cv2
+
     if buffer.size == 0:
         raise ImageEncodingError(f"data: CompressedImage (format {fmt!r}) has no data (0 bytes)")
-    image = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    image = cv2.imdecode(buffer, flags)
     if image is None:
         raise ImageEncodingError(
             f"data: CompressedImage (format {fmt!r}, {buffer.size} bytes) could not be decoded"
         )
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    return image
 
 
 # What compressed_image_transport's png writes for single-channel thermal, by declared encoding.
@@ -121,13 +128,7 @@ def decode_compressed_thermal(data: Any, fmt: str = "") -> tuple[np.ndarray, str
     buffer = np.frombuffer(data, dtype=np.uint8)
     if "compresseddepth" in fmt.lower():
         buffer = buffer[COMPRESSED_DEPTH_HEADER:]
-    if buffer.size == 0:
-        raise ImageEncodingError(f"data: CompressedImage (format {fmt!r}) has no data (0 bytes)")
-    image = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ImageEncodingError(
-            f"data: CompressedImage (format {fmt!r}, {buffer.size} bytes) could not be decoded"
-        )
+    image = _imdecode(buffer, cv2.IMREAD_UNCHANGED, fmt)
     if image.ndim != 2:
         raise ImageEncodingError(
             f"data: thermal CompressedImage decodes to {image.shape[2]} channels; a thermal stream "
