@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from fusion_perception.checkpoint import Checkpoint
-from fusion_perception.imaging import ThermalNormalizer
 from fusion_perception.synthetic import SceneGenerator
+from fusion_perception.thermal import ThermalNormalizer
 
 log = logging.getLogger(__name__)
 

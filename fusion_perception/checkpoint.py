@@ -18,8 +18,8 @@ from typing import Any
 import torch
 
 from fusion_perception import __version__
-from fusion_perception.imaging import make_normalizer
 from fusion_perception.model import ModelConfig, build_model
+from fusion_perception.thermal import make_normalizer
 
 FORMAT_NAME = "fusion_perception.checkpoint"
 FORMAT_VERSION = 1

@@ -18,7 +18,7 @@ import torch
 
 from fusion_perception.backends import load_backend
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
-from fusion_perception.imaging import merge_fused_luma
+from fusion_perception.colour import merge_fused_luma
 from fusion_perception.model.pyramid_fusion import fuse_pyramid, levels_for_size
 from fusion_perception.model.unifusod import LUMA
 

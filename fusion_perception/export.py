@@ -48,7 +48,7 @@ from fusion_perception.backends import (
 )
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
 from fusion_perception.engine import Letterbox, select_device
-from fusion_perception.imaging import ThermalNormalizer
+from fusion_perception.thermal import ThermalNormalizer
 
 log = logging.getLogger(__name__)
 

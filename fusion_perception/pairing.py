@@ -21,6 +21,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from fusion_perception.settings import check_fields, setting
+
 __all__ = [
     "DEFAULT_QUEUE_SIZE",
     "DEFAULT_SLOP_NS",
@@ -35,6 +37,8 @@ __all__ = [
     "PairingStats",
     "PushResult",
     "StreamStats",
+    "SyncConfig",
+    "header_stamp_ns",
 ]
 
 STREAMS = ("rgb", "thermal")
@@ -42,14 +46,20 @@ MODES = ("approximate", "exact")
 
 # Half a frame period at 25 Hz: wide enough for free-running 25-60 Hz cameras with jitter.
 DEFAULT_SLOP_NS = 20_000_000
-# A few frames per stream are enough to find a partner; more only adds latency.
-DEFAULT_QUEUE_SIZE = 3
+# A third of a second of a 30 Hz camera: room for a partner that arrives late over DDS. It adds
+# no latency: the worker always takes the newest pair.
+DEFAULT_QUEUE_SIZE = 10
 DEFAULT_STATS_WINDOW = 300
 
 REJECT_BACKWARDS = "stamp_backwards"  # older than the stream's previous message
 REJECT_REPEATED = "stamp_repeated"  # same stamp as the stream's previous message
 REJECT_ZERO = "stamp_zero"  # unset header stamp (driver did not fill it)
 REJECT_REASONS = (REJECT_BACKWARDS, REJECT_REPEATED, REJECT_ZERO)
+
+
+def header_stamp_ns(msg: Any) -> int:
+    """A ROS message's ``header.stamp`` (rclpy or rosbags) in integer nanoseconds."""
+    return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
 @dataclass(frozen=True)
@@ -142,6 +152,49 @@ def _check_int(value: Any, name: str, minimum: int | None) -> int:
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {value!r}")
     return int(value)
+
+
+@dataclass(frozen=True)
+class SyncConfig:
+    """How the two streams are paired, in seconds: the node's ``sync.<field>`` parameters and
+    the bag tool's flags. ``max_age`` None turns the staleness check off (offline, where the
+    recorder's log time may come from another clock than the cameras' stamps)."""
+
+    mode: str = setting(
+        "approximate",
+        "pairing: approximate (within sync.slop) or exact (equal stamps, triggered rigs)",
+        choices=MODES,
+        flag="sync-mode",
+    )
+    slop: float = setting(
+        DEFAULT_SLOP_NS / 1e9, "max |stamp difference| of a pair, seconds", low=0.0, high=1.0
+    )
+    rgb_offset: float = setting(0.0, "added to RGB stamps before pairing, s", low=-1.0, high=1.0)
+    thermal_offset: float = setting(0.0, "added to thermal stamps, s", low=-1.0, high=1.0)
+    max_age: float | None = setting(
+        0.5, "pairs older than this (s) are skipped", low=0.0, high=10.0
+    )
+    queue_size: int = setting(
+        DEFAULT_QUEUE_SIZE, "messages kept per stream for pairing", low=1, high=100
+    )
+
+    def __post_init__(self) -> None:
+        check_fields(self, "sync")
+        if not isinstance(self.queue_size, int) or isinstance(self.queue_size, bool):
+            raise ValueError(f"sync.queue_size: must be an int, got {self.queue_size!r}")
+
+    def engine(self) -> PairingEngine:
+        """A fresh PairingEngine with these settings."""
+        return PairingEngine(
+            mode=self.mode,
+            slop_ns=round(self.slop * 1e9),
+            offsets_ns={
+                "rgb": round(self.rgb_offset * 1e9),
+                "thermal": round(self.thermal_offset * 1e9),
+            },
+            queue_size=self.queue_size,
+            max_age_ns=None if self.max_age is None else round(self.max_age * 1e9),
+        )
 
 
 class PairingEngine:

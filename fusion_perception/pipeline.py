@@ -24,8 +24,11 @@ from fusion_perception.image_codec import (
     lookup_encoding,
     to_rgb8,
 )
-from fusion_perception.imaging import Registration, ThermalNormalizer
+from fusion_perception.registration import Registration
+from fusion_perception.thermal import ThermalNormalizer
+from fusion_perception.tracking import IoUTracker
 
+STREAMS = ("rgb", "thermal")
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 
 
@@ -49,29 +52,73 @@ def decode_thermal_message(msg: Any) -> tuple[np.ndarray, str]:
     return raw.astype(raw.dtype.newbyteorder("="), copy=True), msg.encoding
 
 
+class FrameError(ValueError):
+    """A pair that cannot be processed. ``kind`` names its counter: the category and the
+    message's leading field, e.g. "encoding.thermal.data" or "input.size mismatch"."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 @dataclass
 class FrameOutput:
     rgb: np.ndarray  # uint8 HxWx3, what the network saw (blank in thermal-only fallback)
     thermal: np.ndarray  # float32 HxW in [0, 1], registered into RGB pixels
     result: EngineResult
     timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: dict[str, str] = field(default_factory=dict)  # kind -> text, for the log
 
 
 class FramePipeline:
-    """Normalize -> register -> infer, for one stream of pairs (the normalizer's temporal state
-    follows the stream; `reset` it between unrelated images)."""
+    """Decode -> normalize -> register -> infer (-> track), for one stream of pairs (the
+    normalizer's and the tracker's state follow the stream; `reset` them between unrelated
+    images)."""
 
     def __init__(
         self,
         engine: FusionEngine,
         normalizer: ThermalNormalizer,
         registration: Registration | None = None,
+        tracker: IoUTracker | None = None,
     ) -> None:
         self.engine, self.normalizer, self.registration = engine, normalizer, registration
+        self.tracker = tracker
         self.thermal_encoding: str | None = None
 
     def reset(self) -> None:
         self.normalizer.reset()
+        self.reset_tracks()
+
+    def reset_tracks(self) -> None:
+        """Drop every track (the stamps jumped back: old tracks would match by accident)."""
+        if self.tracker is not None:
+            self.tracker.reset()
+
+    def run_messages(self, rgb_msg: Any | None, thermal_msg: Any | None) -> FrameOutput:
+        """One pair of camera messages (either may be None: the fallbacks). Every problem with
+        the input raises FrameError naming its counter; an encoding change mid-stream is in
+        ``warnings``."""
+        t0 = time.perf_counter()
+        warnings = {}
+        try:
+            raw = None
+            if thermal_msg is not None:
+                raw, encoding = decoded("thermal", decode_thermal_message, thermal_msg)
+                warning = self.follow_encoding(encoding)
+                if warning is not None:
+                    warnings[f"thermal_encoding_changed.{encoding}"] = warning
+            rgb = None if rgb_msg is None else decoded("rgb", decode_rgb_message, rgb_msg)
+            decode_ms = (time.perf_counter() - t0) * 1e3
+            frame = self.run(rgb, raw)
+        except (ImageEncodingError, ValueError, TypeError) as exc:
+            category = "encoding" if isinstance(exc, ImageEncodingError) else "input"
+            fields = [f.strip() for f in str(exc).split(":", 2)]
+            leading = ".".join(fields[:2]) if fields[0] in STREAMS else fields[0]
+            raise FrameError(f"{category}.{leading[:48]}", str(exc)) from None
+        frame.timings_ms = {"decode": decode_ms, **frame.timings_ms}
+        frame.warnings = warnings
+        return frame
 
     def follow_encoding(self, encoding: str) -> str | None:
         """A driver that switches units (mono16 counts -> 32FC1 degrees, -> mono8) mid-stream:
@@ -116,4 +163,16 @@ class FramePipeline:
         t1 = time.perf_counter()
         result = self.engine.infer(rgb, thermal)
         timings = {"normalize": (t1 - t0) * 1e3, **result.timings_ms}
+        if self.tracker is not None:
+            t2 = time.perf_counter()
+            result.detections = self.tracker.update(result.detections)
+            timings["track"] = (time.perf_counter() - t2) * 1e3
         return FrameOutput(rgb, thermal, result, timings)
+
+
+def decoded(source: str, decode: Any, msg: Any) -> Any:
+    """``decode(msg)`` with the camera (or topic) named in an encoding error."""
+    try:
+        return decode(msg)
+    except ImageEncodingError as exc:
+        raise ImageEncodingError(f"{source}: {exc}") from None

@@ -14,7 +14,7 @@ by the IoU of their axis-aligned envelopes.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -23,31 +23,31 @@ from torchvision.ops import box_iou
 
 from fusion_perception.boxes import enclosing_xyxy
 from fusion_perception.engine import Detections
-
-
-def _setting(default: float, help: str, low: float, high: float):
-    return field(default=default, metadata={"help": help, "range": (low, high)})
+from fusion_perception.settings import check_fields, setting
 
 
 @dataclass(frozen=True)
 class TrackerConfig:
     """Association settings; each field is also a node parameter ``tracking.<field>``."""
 
-    high_score: float = _setting(
-        0.5, "detections at or above this score start tracks and are matched first", 0.0, 1.0
+    high_score: float = setting(
+        0.5,
+        "detections at or above this score start tracks and are matched first",
+        low=0.0,
+        high=1.0,
     )
-    match_iou: float = _setting(
-        0.3, "minimum IoU of a detection with a track's predicted box", 0.01, 1.0
+    match_iou: float = setting(
+        0.3, "minimum IoU of a detection with a track's predicted box", low=0.01, high=1.0
     )
-    min_hits: int = _setting(2, "frames a new track must be matched before it gets an id", 1, 100)
-    max_lost: int = _setting(15, "frames a track survives without a match (occlusion)", 0, 1000)
+    min_hits: int = setting(
+        2, "frames a new track must be matched before it gets an id", low=1, high=100
+    )
+    max_lost: int = setting(
+        15, "frames a track survives without a match (occlusion)", low=0, high=1000
+    )
 
     def __post_init__(self) -> None:
-        for spec in fields(self):
-            low, high = spec.metadata["range"]
-            value = getattr(self, spec.name)
-            if not low <= value <= high:
-                raise ValueError(f"tracking.{spec.name}: {value} is outside [{low}, {high}]")
+        check_fields(self, "tracking")
 
 
 @dataclass

@@ -17,15 +17,17 @@ REPO = Path(__file__).resolve().parents[1]
 # test the working tree's training/ package, not a copy installed into the venv
 sys.path.insert(0, str(REPO / "training"))
 
-from fusion_training.bag2dataset import SyncSettings, bag_name  # noqa: E402
+from fusion_training.bag2dataset import OFFLINE_SYNC, sync_from_node_params  # noqa: E402
+from fusion_training.bags import bag_name  # noqa: E402
 from fusion_training.cli.bag2dataset import main  # noqa: E402
 from fusion_training.datasets import PairedFolder, build_dataset  # noqa: E402
 from rosbags.rosbag2 import StoragePlugin, Writer  # noqa: E402
 from rosbags.typesys import Stores, get_typestore  # noqa: E402
 
 from fusion_perception.cli.common import run_cli  # noqa: E402
-from fusion_perception.imaging import Registration, make_normalizer  # noqa: E402
+from fusion_perception.registration import Registration  # noqa: E402
 from fusion_perception.synthetic import SceneGenerator  # noqa: E402
+from fusion_perception.thermal import make_normalizer  # noqa: E402
 
 TYPESTORE = get_typestore(Stores.ROS2_HUMBLE)
 Image = TYPESTORE.types["sensor_msgs/msg/Image"]
@@ -116,8 +118,15 @@ def write_bag(
             raw = (raw // 64).astype(np.uint8)
         elif encoding == "32FC1":
             raw = (raw.astype(np.float32) / 100.0 - 273.15).astype(np.float32)
-        if i not in drop_thermal:
-            recording.thermal[rgb_stamp] = raw
+        if i in drop_thermal:
+            continue
+        recording.thermal[rgb_stamp] = raw
+        if encoding == "png16":  # compressed_image_transport's 16-bit PNG
+            png = cv2.imencode(".png", raw)[1]
+            header = _header(thermal_stamp, "thermal")
+            msg = CompressedImage(header=header, format="mono16; png compressed", data=png)
+            messages.append((thermal_stamp + 2_000_000, THERMAL_TOPIC, msg, "CompressedImage"))
+        else:
             msg = _image(thermal_stamp, "thermal", raw, encoding, big)
             messages.append((thermal_stamp + 2_000_000, THERMAL_TOPIC, msg, "Image"))
     messages.sort(key=lambda m: m[0])
@@ -246,7 +255,12 @@ def test_mcap_compressed_rgb_registration_every_and_two_bags(tmp_path: Path) -> 
 
 @pytest.mark.parametrize(
     ("encoding", "dtype", "suffix"),
-    [("mono8", np.uint8, ".png"), ("32FC1", np.float32, ".tiff"), ("16UC1_big", np.uint16, ".png")],
+    [
+        ("mono8", np.uint8, ".png"),
+        ("32FC1", np.float32, ".tiff"),
+        ("16UC1_big", np.uint16, ".png"),
+        ("png16", np.uint16, ".png"),  # CompressedImage: counts kept exactly
+    ],
 )
 def test_thermal_encodings_are_stored_raw(
     tmp_path: Path, encoding: str, dtype: type, suffix: str
@@ -269,7 +283,7 @@ def test_thermal_encodings_are_stored_raw(
 def test_offline_pairing_defaults_match_the_node(tmp_path: Path) -> None:
     params = yaml.safe_load((REPO / "config" / "uav.yaml").read_text())
     sync = params["/**"]["ros__parameters"]["sync"]
-    defaults = SyncSettings()
+    defaults = OFFLINE_SYNC
     for key in ("mode", "slop", "rgb_offset", "thermal_offset", "queue_size"):
         assert getattr(defaults, key) == sync[key], key
     assert defaults.max_age is None  # log time and camera stamps may use different clocks
@@ -277,10 +291,10 @@ def test_offline_pairing_defaults_match_the_node(tmp_path: Path) -> None:
     custom.write_text(
         yaml.safe_dump({"/fusion": {"ros__parameters": {"sync": {**sync, "slop": 0.01}}}})
     )
-    assert SyncSettings.from_node_params(custom).slop == 0.01
+    assert sync_from_node_params(custom).slop == 0.01
     custom.write_text(yaml.safe_dump({"/fusion": {"ros__parameters": {"sync": {"slop": -1}}}}))
     with pytest.raises(ValueError, match="slop"):
-        SyncSettings.from_node_params(custom)
+        sync_from_node_params(custom)
 
 
 def test_without_the_thermal_offset_nothing_pairs_and_nothing_is_written(
@@ -368,7 +382,7 @@ def test_corruption_before_any_pair_leaves_nothing(
     out = tmp_path / "out"
 
     def damaged_at_once(*args, **kwargs):
-        raise module._StorageDamageError(f"{recording.path}: unreadable after message 0")
+        raise module.StorageDamageError(f"{recording.path}: unreadable after message 0")
         yield
 
     monkeypatch.setattr(module, "replay_pairs", damaged_at_once)
@@ -398,9 +412,28 @@ def test_missing_topic_and_wrong_type_name_what_the_bag_has(
     assert "sensor_msgs/msg/Image" in err
     jpeg_bag = write_bag(tmp_path / "jpeg_bag", "mcap", 4, "jpeg")
     argv = [str(jpeg_bag.path), "--rgb-topic", THERMAL_TOPIC, "--thermal-topic", RGB_TOPIC]
+    argv += ["--thermal-offset", "0.045", "--no-progress"]  # roles swapped: decoding refuses
     assert run_cli("fusion-bag2dataset", main, [*argv, "--out", str(out), "--classes", "a"]) == 2
-    assert "has type sensor_msgs/msg/CompressedImage" in capsys.readouterr().err
-    assert not out.exists()
+    err = capsys.readouterr().err
+    assert f"{THERMAL_TOPIC}: encoding: 'mono16' is not a colour or 8-bit grey encoding" in err
+    assert not (out / "manifest.yaml").exists()
+    text_bag = tmp_path / "text_bag"
+    with Writer(text_bag, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        String = TYPESTORE.types["std_msgs/msg/String"]
+        connection = writer.add_connection("/notes", "std_msgs/msg/String", typestore=TYPESTORE)
+        writer.write(
+            connection, BASE_NS, TYPESTORE.serialize_cdr(String(data="hi"), String.__msgtype__)
+        )
+    argv = [str(text_bag), "--rgb-topic", "/notes", "--thermal-topic", "/notes"]
+    assert (
+        run_cli(
+            "fusion-bag2dataset", main, [*argv, "--out", str(tmp_path / "o2"), "--classes", "a"]
+        )
+        == 2
+    )
+    assert "'/notes' has type std_msgs/msg/String; supported: sensor_msgs/msg/Image" in (
+        capsys.readouterr().err
+    )
 
 
 @pytest.mark.parametrize(

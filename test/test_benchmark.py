@@ -18,7 +18,7 @@ from fusion_training import benchmark as bm
 from fusion_training.cli.eval import main as eval_main
 
 from fusion_perception.cli.common import run_cli
-from fusion_perception.imaging import merge_fused_luma
+from fusion_perception.colour import merge_fused_luma
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("FUSION_SHARED_DATA") or REPO.parent / "shared" / "data")

@@ -125,7 +125,7 @@ def test_infer_single_files_and_errors(node_checkpoint, vifb_subset, tmp_path, c
     assert "differ in size; pass --calibration" in capsys.readouterr().err
     bad = ["--rgb", str(rgb), "--thermal", str(tmp_path / "missing")]
     assert run_cli("fusion-infer", infer.main, [*base, *bad]) == 2
-    assert "does not exist" in capsys.readouterr().err
+    assert "missing: image folder not found" in capsys.readouterr().err
 
 
 def test_infer_reports_bad_pairs_processes_the_rest_and_fails_at_the_end(
@@ -149,7 +149,7 @@ def test_infer_reports_bad_pairs_processes_the_rest_and_fails_at_the_end(
     assert code == 2
     err = capsys.readouterr().err
     assert "2 of 4 pair(s) could not be processed (the other 2 were written)" in err
-    assert f"{broken} + {ir_dir / 'carLight.jpg'}: --rgb: cannot read image {broken}" in err
+    assert f"{broken} + {ir_dir / 'carLight.jpg'}: {broken}: truncated image" in err
     assert "a 4096x1 image (aspect ratio 4096:1) is too elongated for the network input" in err
     assert "Assertion failed" not in err
     written = {p.stem for p in (out / "fused").iterdir()}

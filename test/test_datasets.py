@@ -24,11 +24,12 @@ from fusion_training.datasets import (
     SyntheticDataset,
     build_dataset,
     collate,
-    files,
 )
 from fusion_training.datasets.base import match_class_names
 from fusion_training.datasets.thermal import build_normalizer
 from torch.utils.data import DataLoader
+
+from fusion_perception import image_files
 
 W, H = 64, 48
 BORDER = 100
@@ -504,10 +505,10 @@ def test_truncated_images_are_refused_naming_the_file(tmp_path: Path) -> None:
     image = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
     data = cv2.imencode(".jpg", image)[1].tobytes()
     jpg.write_bytes(data + b"trailing bytes after the end marker")
-    files.check_complete(jpg)  # data after FF D9 is accepted (a strict decode succeeds)
+    image_files.check_complete(jpg)  # data after FF D9 is accepted (a strict decode succeeds)
     jpg.write_bytes(data[: len(data) // 2] + bytes(1000))  # half written, zero-filled
     with pytest.raises(DatasetError, match="end-of-image marker"):
-        files.read_rgb(jpg)
+        image_files.read_rgb(jpg)
 
 
 def test_class_synonyms_match_names_across_datasets() -> None:
@@ -880,7 +881,7 @@ def test_training_config_checks_each_mixture_part_and_the_trainer_builds_it(
     tmp_path: Path,
 ) -> None:
     from fusion_training.config import TrainingConfigError
-    from fusion_training.trainer import Trainer
+    from fusion_training.data_loading import build_datasets
 
     root = _real_like(tmp_path / "real")
     bad = _parts(root)
@@ -900,7 +901,7 @@ def test_training_config_checks_each_mixture_part_and_the_trainer_builds_it(
     parts = _parts(root)
     del parts[1]["options"]["width"], parts[1]["options"]["height"]
     config = _mixture_config(tmp_path, parts, thermal_normalization=recorded)
-    train, val, names, spec = Trainer(config)._datasets(rotated=False)
+    train, val, names, spec = build_datasets(config, rotated=False)
     assert names == ("person", "car") and len(train) == 2 * 4 + 3 and len(val) == 1
     # the run's input size reaches the synthetic part; the recorded normalization does not
     scene = SyntheticDataset(3, width=128, height=96, max_objects=2)[0]

@@ -1,4 +1,5 @@
-"""Tests for fusion_perception.imaging: thermal normalization, registration, Y/CbCr."""
+"""Tests for fusion_perception.thermal, .registration and .colour: thermal normalization,
+registration, Y/CbCr."""
 
 from pathlib import Path
 
@@ -7,16 +8,9 @@ import numpy as np
 import pytest
 import yaml
 
-from fusion_perception.imaging import (
-    SCHEME_VERSIONS,
-    Registration,
-    ThermalNormalizer,
-    make_normalizer,
-    merge_fused_luma,
-    rgb_to_ycbcr,
-    to_uint8,
-    ycbcr_to_rgb,
-)
+from fusion_perception.colour import merge_fused_luma, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
+from fusion_perception.registration import Registration
+from fusion_perception.thermal import SCHEME_VERSIONS, ThermalNormalizer, make_normalizer
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CALIBRATION = REPO / "config" / "calibration_example.yaml"

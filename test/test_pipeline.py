@@ -10,12 +10,15 @@ import pytest
 
 from fusion_perception.engine import FusionEngine
 from fusion_perception.image_codec import ImageEncodingError, encode
-from fusion_perception.imaging import Registration, make_normalizer
 from fusion_perception.pipeline import (
+    FrameError,
     FramePipeline,
     decode_rgb_message,
     decode_thermal_message,
 )
+from fusion_perception.registration import Registration
+from fusion_perception.thermal import make_normalizer
+from fusion_perception.tracking import IoUTracker, TrackerConfig
 
 
 def image_msg(array: np.ndarray, encoding: str) -> SimpleNamespace:
@@ -83,3 +86,34 @@ def test_an_encoding_change_restarts_the_normalizer_once(engine):
     assert frame.thermal.min() == pytest.approx(0.0, abs=0.02)
     assert frame.thermal.max() == pytest.approx(1.0, abs=0.02)
     assert pipeline.follow_encoding("32FC1") is None
+
+
+def test_camera_messages_in_results_and_named_counters_out(engine):
+    """run_messages: decoding timed, an encoding change reported as a warning, every bad input
+    a FrameError whose kind names the camera and the problem, and the tracker's ids attached."""
+    pipeline = FramePipeline(
+        engine,
+        make_normalizer("fixed_range", lo=5000, hi=12000),
+        tracker=IoUTracker(TrackerConfig(min_hits=1)),
+    )
+    bgr = np.full((64, 80, 3), 90, np.uint8)
+    bgr[20:44, 30:50] = 220
+    counts = np.full((64, 80), 7000, np.uint16)
+    counts[20:44, 30:50] = 11000
+    frame = pipeline.run_messages(image_msg(bgr, "bgr8"), image_msg(counts, "mono16"))
+    assert {"decode", "normalize", "forward", "track"} <= set(frame.timings_ms)
+    assert frame.warnings == {}
+    np.testing.assert_array_equal(frame.rgb, bgr[:, :, ::-1])
+    assert len(frame.result.detections.ids) == len(frame.result.detections.boxes)
+    as_mono8 = image_msg((counts // 64).astype(np.uint8), "mono8")
+    changed = pipeline.run_messages(image_msg(bgr, "bgr8"), as_mono8)
+    assert list(changed.warnings) == ["thermal_encoding_changed.mono8"]
+    bad = {
+        "encoding.thermal.encoding": (image_msg(bgr, "bgr8"), image_msg(bgr, "bgr8")),
+        "input.size mismatch": (image_msg(bgr, "bgr8"), image_msg(counts[:32], "mono16")),
+        "input.pair": (None, None),
+    }
+    for kind, (rgb_msg, thermal_msg) in bad.items():
+        with pytest.raises(FrameError) as error:
+            pipeline.run_messages(rgb_msg, thermal_msg)
+        assert error.value.kind == kind, str(error.value)

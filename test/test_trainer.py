@@ -23,13 +23,9 @@ from fusion_training.datasets import build_dataset, collate
 from fusion_training.engine import NonFiniteLossError, train_one_epoch
 from fusion_training.losses import UniFusODLoss
 from fusion_training.mtl import METHODS, build_method
-from fusion_training.trainer import (
-    ExcludeObjectless,
-    Trainer,
-    _portable_path,
-    batch_has_objects,
-    write_mtl_summary,
-)
+from fusion_training.run_log import write_mtl_summary
+from fusion_training.run_state import portable_path
+from fusion_training.trainer import ExcludeObjectless, Trainer, batch_has_objects
 
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.engine import FusionEngine
@@ -108,7 +104,7 @@ def test_tiny_run_learns_and_its_checkpoint_runs_in_the_engine(tmp_path):
     assert checkpoint.thermal_normalization["params"]["hi"] == 12000.0
     assert checkpoint.provenance["step"] == 8
     # The whole config, with the model YAML as a path relative to the working directory.
-    portable_model = _portable_path(config.model)
+    portable_model = portable_path(config.model)
     assert checkpoint.provenance["config"] == {**config.to_dict(), "model": portable_model}
     assert not Path(portable_model).is_absolute() or Path.cwd() not in Path(config.model).parents
     assert set(checkpoint.provenance["metrics"]) >= {"mAP50", "loss/total", "fusion/SSIM"}
@@ -334,7 +330,7 @@ import json, sys
 from pathlib import Path
 import torch
 from fusion_training.config import load_training_config
-from fusion_training.trainer import Trainer, _portable_path
+from fusion_training.trainer import Trainer
 
 config = load_training_config(sys.argv[1], json.loads(sys.argv[2]))
 trainer = Trainer(config)
@@ -377,8 +373,8 @@ def test_provenance_paths_are_relative_to_the_working_directory(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     (tmp_path / "models").mkdir()
     inside = tmp_path / "models" / "nano.yaml"
-    assert _portable_path(str(inside)) == "models/nano.yaml"
-    assert _portable_path("/elsewhere/nano.yaml") == "/elsewhere/nano.yaml"
+    assert portable_path(str(inside)) == "models/nano.yaml"
+    assert portable_path("/elsewhere/nano.yaml") == "/elsewhere/nano.yaml"
 
 
 def test_the_trainer_hands_clipping_and_gradnorm_layer_to_the_method(tmp_path, nano_config):

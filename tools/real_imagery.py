@@ -44,9 +44,9 @@ from fusion_training.evaluate import evaluate_checkpoint, json_ready  # noqa: E4
 
 from fusion_perception.annotate import draw_detections  # noqa: E402
 from fusion_perception.checkpoint import load_checkpoint  # noqa: E402
-from fusion_perception.cli.infer import read_rgb  # noqa: E402
+from fusion_perception.colour import merge_fused_luma  # noqa: E402
 from fusion_perception.engine import Detections, FusionEngine  # noqa: E402
-from fusion_perception.imaging import merge_fused_luma  # noqa: E402
+from fusion_perception.image_files import read_rgb  # noqa: E402
 from fusion_perception.synthetic import SceneGenerator  # noqa: E402
 
 # Section 1's table is fusion_training.benchmark's textbook convention (fusion-eval --benchmark).

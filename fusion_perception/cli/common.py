@@ -1,8 +1,10 @@
-"""What every console script shares: one way to report a user error and exit non-zero."""
+"""What every console script shares: one way to report a user error and exit non-zero, and the
+flags of the settings several tools take (backend, thermal normalization)."""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -11,6 +13,8 @@ from pathlib import Path
 from fusion_perception.backends import BACKEND_CHOICES
 from fusion_perception.checkpoint import CheckpointError
 from fusion_perception.image_codec import ImageEncodingError
+from fusion_perception.settings import add_flags, flag_name, given_flags, replace_from_flags
+from fusion_perception.thermal import ThermalConfig, ThermalNormalizer
 
 USER_ERRORS = (CheckpointError, ImageEncodingError, ValueError, FileNotFoundError, KeyError)
 
@@ -56,3 +60,38 @@ def parse_size(text: str) -> tuple[int, int]:
     if width <= 0 or height <= 0:
         raise ValueError(f"--size: {text!r} must be positive")
     return width, height
+
+
+def add_thermal_args(parser: argparse.ArgumentParser) -> None:
+    """--normalization SCHEME and its parameters: the node's thermal.* parameters as flags."""
+    group = parser.add_argument_group("thermal normalization (the node's thermal.* parameters)")
+    add_flags(group, ThermalConfig, "thermal")
+
+
+def thermal_from_args(args: argparse.Namespace) -> ThermalConfig | None:
+    """The thermal settings the flags describe; None without --normalization (or with
+    ``checkpoint``): the caller then uses the checkpoint's or the dataset's scheme. A flag of
+    another scheme than the one chosen is an error, not silently ignored."""
+    given = given_flags(args, ThermalConfig)
+    scheme = given.pop("normalization", "checkpoint")
+    flags = {f.name: f"--{flag_name(f)}" for f in dataclasses.fields(ThermalConfig)}
+    if scheme == "checkpoint":
+        if given:
+            raise ValueError(
+                f"{flags[next(iter(given))]}: needs --normalization to say which scheme it "
+                "belongs to"
+            )
+        return None
+    for name in given:
+        if name not in ThermalConfig.SCHEME_FIELDS[scheme]:
+            owner = next(s for s, f in ThermalConfig.SCHEME_FIELDS.items() if name in f)
+            raise ValueError(f"{flags[name]}: applies to --normalization {owner}, not {scheme}")
+    if scheme == "fixed_range" and not {"range_lo", "range_hi"} <= set(given):
+        raise ValueError("--normalization fixed_range: needs --range-lo and --range-hi")
+    return replace_from_flags(ThermalConfig(), args, "thermal")
+
+
+def normalizer_from_args(args: argparse.Namespace) -> ThermalNormalizer | None:
+    """The normalizer the flags describe, or None (see `thermal_from_args`)."""
+    config = thermal_from_args(args)
+    return None if config is None else config.normalizer()

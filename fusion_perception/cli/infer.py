@@ -14,21 +14,23 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
-import numpy as np
 from tqdm import tqdm
 
 from fusion_perception.annotate import draw_detections
-from fusion_perception.cli.common import add_backend_args, run_cli
+from fusion_perception.cli.common import (
+    add_backend_args,
+    add_thermal_args,
+    run_cli,
+    thermal_from_args,
+)
 from fusion_perception.engine import FusionEngine
 from fusion_perception.image_codec import ImageEncodingError
-from fusion_perception.imaging import (
-    Registration,
-    make_normalizer,
-)
+from fusion_perception.image_files import index_images, read_rgb, read_thermal
 from fusion_perception.pipeline import FramePipeline
+from fusion_perception.registration import Registration
+from fusion_perception.thermal import ThermalConfig
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -46,15 +48,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--nms-threshold", type=float, default=0.5)
     parser.add_argument("--max-detections", type=int, default=100)
     add_backend_args(parser, default="auto")
+    add_thermal_args(parser)
     return parser
 
 
 def list_images(path: Path) -> dict[str, Path]:
-    if path.is_file():
-        return {path.stem: path}
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path} does not exist")
-    return {p.stem: p for p in sorted(path.iterdir()) if p.suffix.lower() in IMAGE_SUFFIXES}
+    """One image file, or a folder's images by stem."""
+    return {path.stem: path} if path.is_file() else index_images(path)
 
 
 def match_pairs(rgb: Path, thermal: Path) -> list[tuple[str, Path, Path]]:
@@ -69,23 +69,6 @@ def match_pairs(rgb: Path, thermal: Path) -> list[tuple[str, Path, Path]]:
     if not common:
         raise FileNotFoundError(f"--rgb/--thermal: no image stems in common in {rgb} and {thermal}")
     return [(stem, rgb_files[stem], thermal_files[stem]) for stem in common]
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"--rgb: cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_thermal(path: Path) -> np.ndarray:
-    """Raw thermal as stored: 16-bit counts stay 16-bit; a colour-saved grey image becomes grey."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"--thermal: cannot read image {path}")
-    if image.ndim == 3:
-        image = cv2.cvtColor(image[:, :, :3], cv2.COLOR_BGR2GRAY)
-    return image
 
 
 class PairsFailedError(ValueError):
@@ -119,10 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         artifact=args.artifact,
     )
     registration = Registration.from_yaml(args.calibration) if args.calibration else None
-    normalizer = make_normalizer(
-        engine.checkpoint.thermal_normalization["scheme"],
-        **engine.checkpoint.thermal_normalization["params"],
-    )
+    thermal = thermal_from_args(args) or ThermalConfig()
+    normalizer = thermal.normalizer(engine.checkpoint.thermal_normalization)
     pipeline = FramePipeline(engine, normalizer, registration)
     (args.out / "fused").mkdir(parents=True, exist_ok=True)
     (args.out / "annotated").mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from fusion_perception.schema import describe_type, to_plain, type_ok
+from fusion_perception.schema import (
+    apply_overrides,
+    build,
+    describe_type,
+    read_yaml_mapping,
+    to_plain,
+    type_ok,
+)
 
 __all__ = [
     "BACKBONES",
@@ -190,7 +197,7 @@ class ModelConfig:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ModelConfig:
         """Build from a plain (possibly partial) mapping; missing keys keep their defaults."""
-        return _from_mapping(cls, data, "")
+        return build(cls, data, ModelConfigError)
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists instead of tuples), the inverse of `from_dict`."""
@@ -198,71 +205,22 @@ class ModelConfig:
 
     def with_overrides(self, overrides: Mapping[str, Any]) -> ModelConfig:
         """Copy with dotted-key overrides, e.g. ``{"detection_head.num_classes": 3}``, validated."""
-        data = self.to_dict()
-        for dotted, value in overrides.items():
-            *parents, leaf = dotted.split(".")
-            node = data
-            for part in parents:
-                if not isinstance(node.get(part), dict):
-                    raise ModelConfigError(
-                        f"unknown config section {part!r} in override {dotted!r}"
-                    )
-                node = node[part]
-            if leaf not in node:
-                raise ModelConfigError(f"unknown config key {dotted!r}")
-            node[leaf] = value
+        data = apply_overrides(self.to_dict(), ModelConfig, overrides, ModelConfigError)
         return ModelConfig.from_dict(data)
 
 
 def load_model_config(path: str | Path) -> ModelConfig:
     """Read and validate a model YAML file (a mapping in the `ModelConfig.to_dict` layout)."""
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model config file not found: {path}")
-    with path.open(encoding="utf-8") as stream:
-        data = yaml.safe_load(stream)
-    if not isinstance(data, Mapping):
-        raise ModelConfigError(
-            f"model config {path} must contain a mapping, got {type(data).__name__}"
-        )
+    data = read_yaml_mapping(path, "model config", ModelConfigError)
     try:
         return ModelConfig.from_dict(data)
     except ModelConfigError as error:
         raise ModelConfigError(f"{path}: {error}") from None
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _from_mapping(cls: type, data: Any, prefix: str) -> Any:
-    """Construct dataclass ``cls`` from a mapping, converting lists to tuples and sub-mappings."""
-    if not isinstance(data, Mapping):
-        raise ModelConfigError(f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}")
-    hints = _hints(cls)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise ModelConfigError(
-            f"unknown config key {prefix + str(unknown[0])!r}; known keys: {sorted(hints)}"
-        )
-    kwargs = {}
-    for key, value in data.items():
-        hint = hints[key]
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _from_mapping(hint, value, f"{prefix}{key}.")
-        elif isinstance(value, list):
-            kwargs[key] = tuple(value)
-        else:
-            kwargs[key] = value
-    # Sections are type- and range-checked as one tree by ModelConfig.__post_init__.
-    return cls(**kwargs)
-
-
 def _check_tree(node: Any, prefix: str) -> None:
     """Type-check every field of a dataclass tree; floats given as ints become floats."""
-    for name, hint in _hints(type(node)).items():
+    for name, hint in typing.get_type_hints(type(node)).items():
         value = getattr(node, name)
         key = prefix + name
         if dataclasses.is_dataclass(hint):

@@ -28,7 +28,8 @@ from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.boxes import box_iou_rotated
-from fusion_perception.ros.fusion_node import default_checkpoint, stamp_ns
+from fusion_perception.pairing import header_stamp_ns
+from fusion_perception.ros.fusion_node import default_checkpoint
 from fusion_perception.ros.image_conversions import msg_to_image
 
 IOU_MATCH = 0.5
@@ -113,14 +114,14 @@ class Watcher:
         n.create_subscription(LabelInfo, "fusion_node/label_info", self._on_labels, latched)
 
     def _on_detections(self, msg: Detection2DArray) -> None:
-        self.detections[stamp_ns(msg)] = (time.time(), msg)
+        self.detections[header_stamp_ns(msg)] = (time.time(), msg)
 
     def _on_truth(self, msg: Detection2DArray) -> None:
-        self.truth[stamp_ns(msg)] = msg
+        self.truth[header_stamp_ns(msg)] = msg
 
     def _on_rgb(self, msg: Image) -> None:
         luma = float(msg_to_image(msg)[::8, ::8].mean())
-        self.night[stamp_ns(msg)] = luma < NIGHT_LUMA
+        self.night[header_stamp_ns(msg)] = luma < NIGHT_LUMA
 
     def _on_labels(self, msg: LabelInfo) -> None:
         self.label_info = msg
@@ -130,10 +131,10 @@ class Watcher:
 
     def _on_annotated(self, msg: Image) -> None:
         """Keep a few samples of day and of night (paired with the fused image of the same stamp)."""
-        key = stamp_ns(msg)
+        key = header_stamp_ns(msg)
         kind = "night" if self.night.get(key) else "day"
         fused = self.latest_fused
-        if self.samples[kind] >= 3 or fused is None or stamp_ns(fused) != key:
+        if self.samples[kind] >= 3 or fused is None or header_stamp_ns(fused) != key:
             return
         if self.samples[kind] and key - self._last_sample.get(kind, 0) < 2_000_000_000:
             return

@@ -20,6 +20,9 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from fusion_perception.backends import BACKEND_CHOICES
+from fusion_perception.pairing import SyncConfig
+from fusion_perception.settings import from_prefixed
+from fusion_perception.thermal import ThermalConfig
 from fusion_perception.tracking import TrackerConfig
 
 
@@ -35,20 +38,28 @@ class ParamSpec:
 
 
 RELIABILITY = ("best_effort", "reliable")
+# parameter prefix -> the settings dataclass its parameters are generated from
+SETTINGS: dict[str, type] = {
+    "sync": SyncConfig,
+    "thermal": ThermalConfig,
+    "tracking": TrackerConfig,
+}
 
 
-def tracking_params() -> list[ParamSpec]:
-    """``tracking.<field>`` for each TrackerConfig field: its default, help text and range."""
+def settings_params(prefix: str, cls: type, read_only: bool = False) -> list[ParamSpec]:
+    """``<prefix>.<field>`` for each field of a settings dataclass (`fusion_perception.settings`):
+    its default, help text, range and choices."""
     return [
         ParamSpec(
-            f"tracking.{f.name}",
+            f"{prefix}.{f.name}",
             f.default,
             f.metadata["help"],
-            low=f.metadata["range"][0],
-            high=f.metadata["range"][1],
-            read_only=True,
+            f.metadata["choices"],
+            low=f.metadata["low"],
+            high=f.metadata["high"],
+            read_only=read_only,
         )
-        for f in dataclasses.fields(TrackerConfig)
+        for f in dataclasses.fields(cls)
     ]
 
 
@@ -77,12 +88,6 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("thermal_qos.reliability", "best_effort", "thermal reliability", RELIABILITY),
     ParamSpec("thermal_qos.depth", 2, "thermal subscription history depth", low=1, high=100),
     ParamSpec(
-        "sync.mode",
-        "approximate",
-        "pairing: approximate (within sync.slop) or exact (equal stamps, triggered rigs)",
-        ("approximate", "exact"),
-    ),
-    ParamSpec(
         "sync.backend",
         "builtin",
         "who pairs the streams: builtin (fusion_perception.pairing: drop counting, fallback) or "
@@ -90,22 +95,8 @@ PARAMS: tuple[ParamSpec, ...] = (
         ("builtin", "message_filters"),
         read_only=True,
     ),
-    ParamSpec("sync.slop", 0.02, "max |stamp difference| of a pair, seconds", low=0.0, high=1.0),
-    ParamSpec("sync.rgb_offset", 0.0, "added to RGB stamps before pairing, s", low=-1.0, high=1.0),
-    ParamSpec("sync.thermal_offset", 0.0, "added to thermal stamps, s", low=-1.0, high=1.0),
-    ParamSpec("sync.max_age", 0.5, "pairs older than this (s) are skipped", low=0.0, high=10.0),
-    ParamSpec("sync.queue_size", 10, "messages kept per stream for pairing", low=1, high=100),
-    ParamSpec(
-        "thermal.normalization",
-        "checkpoint",
-        "thermal scheme: 'checkpoint' uses the one the model was trained with",
-        ("checkpoint", "fixed_range", "percentile", "minmax"),
-    ),
-    ParamSpec("thermal.range_lo", 7000.0, "fixed_range: raw value mapped to 0"),
-    ParamSpec("thermal.range_hi", 9500.0, "fixed_range: raw value mapped to 1"),
-    ParamSpec("thermal.p_lo", 1.0, "percentile: low percentile", low=0.0, high=100.0),
-    ParamSpec("thermal.p_hi", 99.0, "percentile: high percentile", low=0.0, high=100.0),
-    ParamSpec("thermal.ema", 0.9, "percentile: EMA factor of the bounds", low=0.0, high=0.999),
+    *settings_params("sync", SyncConfig),
+    *settings_params("thermal", ThermalConfig),
     ParamSpec("calibration_file", "", "thermal->RGB homography YAML; empty = same size, aligned"),
     ParamSpec(
         "checkpoint", "", "model checkpoint; empty = the packaged demo model", read_only=True
@@ -143,7 +134,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         "persistent object ids in Detection2D.id (IoU tracker)",
         read_only=True,
     ),
-    *tracking_params(),
+    *settings_params("tracking", TrackerConfig, read_only=True),
     ParamSpec("publish.fused", True, "publish ~/fused/image"),
     ParamSpec("publish.detections", True, "publish ~/detections"),
     ParamSpec("publish.annotated", True, "publish ~/detections/image when someone subscribes"),
@@ -206,21 +197,20 @@ def declare_and_read(node: Node) -> dict[str, Any]:
             "parameter sync.backend: message_filters passes only matched pairs, so fallback "
             f"{values['fallback']!r} could never run; use sync.backend builtin or fallback none"
         )
-    if values["thermal.p_lo"] >= values["thermal.p_hi"]:
-        raise ValueError("parameter thermal.p_lo: must be below thermal.p_hi")
-    if values["thermal.range_lo"] >= values["thermal.range_hi"]:
-        raise ValueError("parameter thermal.range_lo: must be below thermal.range_hi")
+    for prefix, cls in SETTINGS.items():
+        try:
+            from_prefixed(cls, values, prefix)  # the checks across fields
+        except ValueError as exc:
+            raise ValueError(f"parameter {exc}") from None
     return values
 
 
 SPECS = {spec.name: spec for spec in PARAMS}
 
 
-def tracker_config(values: dict[str, Any]) -> TrackerConfig:
-    """The tracker settings from the node's ``tracking.*`` parameter values."""
-    return TrackerConfig(
-        **{f.name: values[f"tracking.{f.name}"] for f in dataclasses.fields(TrackerConfig)}
-    )
+def settings(values: dict[str, Any], prefix: str) -> Any:
+    """The settings dataclass behind the ``<prefix>.*`` parameters, from their values."""
+    return from_prefixed(SETTINGS[prefix], values, prefix)
 
 
 def class_list(value: str) -> list[str] | None:

@@ -35,7 +35,8 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from fusion_training.evaluate import FUSION_METRICS, index_images, json_ready
+from fusion_perception.image_files import index_images
+from fusion_training.evaluate import FUSION_METRICS, json_ready
 from fusion_training.metrics.fusion import evaluate_fusion, prepare_image
 from fusion_training.real_pairs import default_data_root
 
@@ -93,7 +94,7 @@ def vifb_pairs(root: str | os.PathLike | None = None, limit: int | None = None) 
                 f"VIFB pairs not found: folder {paths[kind]} does not exist (pass --data-root or "
                 "set FUSION_SHARED_DATA to the shared data root that holds vifb/)"
             )
-    vis, ir = index_images(paths["vis"], "vifb/vis"), index_images(paths["ir"], "vifb/ir")
+    vis, ir = index_images(Path(paths["vis"])), index_images(Path(paths["ir"]))
     names = sorted(set(vis) & set(ir))
     if not names:
         raise FileNotFoundError(f"VIFB pairs not found: no common stem in {paths['vis']} and ir/")
@@ -122,7 +123,7 @@ def load_sources(
     """pair -> (visible RGB uint8, infrared grey uint8); VIFB stores the infrared as 3 equal
     channels, which become one (as `fusion-infer` reads thermal)."""
     paths = vifb_paths(root)
-    vis, ir = index_images(paths["vis"], "vifb/vis"), index_images(paths["ir"], "vifb/ir")
+    vis, ir = index_images(Path(paths["vis"])), index_images(Path(paths["ir"]))
     out = {}
     for pair in pairs:
         rgb = read_as_stored(vis[pair])
@@ -177,7 +178,7 @@ def reference_means(
 
 def fused_from_folder(folder: str | os.PathLike, pairs: Sequence[str]) -> dict[str, np.ndarray]:
     """pair -> fused image read as stored from ``folder/<pair>.<ext>`` (any image suffix)."""
-    found = index_images(folder, "--fused")
+    found = index_images(Path(folder))
     missing = [p for p in pairs if p not in found]
     if missing:
         raise FileNotFoundError(

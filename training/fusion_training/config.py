@@ -14,19 +14,22 @@ checkpoints and in their provenance.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import inspect
 import math
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from fusion_perception.model import ModelConfig, ModelConfigError, load_model_config
-from fusion_perception.schema import describe_type, to_plain, type_ok
+from fusion_perception.schema import (
+    apply_overrides,
+    build,
+    qualified,
+    read_yaml_mapping,
+    to_plain,
+)
 from fusion_training.losses import LossWeights
 
 __all__ = [
@@ -38,7 +41,6 @@ __all__ = [
     "SchedulerSection",
     "TrainingConfig",
     "TrainingConfigError",
-    "apply_overrides",
     "available_metrics",
     "load_training_config",
 ]
@@ -190,7 +192,7 @@ class TrainingConfig:
 
     def loss_weights(self) -> LossWeights:
         """The ``loss`` section as `fusion_training.losses.LossWeights`."""
-        return _build(LossWeights, self.loss, "loss.")
+        return build(LossWeights, self.loss, TrainingConfigError, "loss.")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain nested dict (lists, not tuples) that `from_dict` reads back."""
@@ -201,7 +203,7 @@ class TrainingConfig:
         cls, data: Mapping[str, Any], base_dir: str | Path | None = None
     ) -> TrainingConfig:
         """Validate a mapping; a relative ``model`` path is resolved against ``base_dir``."""
-        cfg = _build(cls, data, "")
+        cfg = build(cls, data, TrainingConfigError)
         model = Path(cfg.model)
         if not model.is_absolute() and base_dir is not None:
             model = Path(base_dir) / model
@@ -214,123 +216,13 @@ def load_training_config(
     path: str | Path, overrides: Mapping[str, Any] | None = None
 ) -> TrainingConfig:
     """Read, override (dotted keys) and validate a training YAML file."""
-    import yaml
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"training config file not found: {path}")
-    with path.open(encoding="utf-8") as stream:
-        try:
-            data = yaml.safe_load(stream)
-        except yaml.YAMLError as error:
-            raise TrainingConfigError(f"{path}: not valid YAML ({error})") from None
-    if not isinstance(data, Mapping):
-        raise TrainingConfigError(f"{path} must contain a mapping, got {type(data).__name__}")
+    data = read_yaml_mapping(path, "training config", TrainingConfigError)
     try:
-        data = apply_overrides(data, overrides or {})
+        data = apply_overrides(data, TrainingConfig, overrides or {}, TrainingConfigError)
         return TrainingConfig.from_dict(data, base_dir=path.parent)
     except TrainingConfigError as error:
         raise TrainingConfigError(f"{path}: {error}") from None
-
-
-def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """Copy of ``data`` with ``{"a.b.c": value}`` set; every key on the path must be in the
-    schema (free-form option mappings such as ``dataset.options`` accept new keys)."""
-    out = copy.deepcopy(dict(data))
-    for dotted, value in overrides.items():
-        parts = str(dotted).split(".")
-        node, cls = out, TrainingConfig
-        for depth, part in enumerate(parts):
-            key = ".".join(parts[: depth + 1])
-            hints = _hints(cls) if cls is not None else None
-            if hints is not None and part not in hints:
-                raise TrainingConfigError(
-                    f"unknown config key {key!r}; known keys: {sorted(hints)}"
-                )
-            if depth == len(parts) - 1:
-                node[part] = value
-                break
-            hint = hints[part] if hints is not None else None
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            if not isinstance(child, dict):
-                raise TrainingConfigError(f"{key} is not a mapping, cannot set {dotted!r}")
-            node = child
-            cls = hint if dataclasses.is_dataclass(hint) else None
-    return out
-
-
-# ----------------------------------------------------------------------------- generic checks
-
-
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _convert(value: Any, hint: Any) -> Any:
-    """YAML value -> field value: lists become tuples, ints become floats where floats are due."""
-    if value is None:
-        return None
-    origin = typing.get_origin(hint)
-    if origin in (Union, types.UnionType):
-        options = [h for h in typing.get_args(hint) if h is not type(None)]
-        return _convert(value, options[0]) if len(options) == 1 else value
-    if origin is tuple:
-        item = typing.get_args(hint)[0]
-        return tuple(_convert(v, item) for v in value)
-    if hint is float:
-        return float(value)
-    if hint is dict:
-        return copy.deepcopy(dict(value))
-    return value
-
-
-def _build(cls: type, data: Any, prefix: str) -> Any:
-    """Dataclass ``cls`` from a mapping; unknown keys, missing required keys and wrong types
-    raise `TrainingConfigError` naming the dotted key."""
-    if not isinstance(data, Mapping):
-        raise TrainingConfigError(
-            f"{prefix.rstrip('.') or 'config'} must be a mapping, got {data!r}"
-        )
-    hints = _hints(cls)
-    unknown = sorted(set(data) - set(hints))
-    if unknown:
-        raise TrainingConfigError(
-            f"unknown config key {prefix + str(unknown[0])!r}; known keys: {sorted(hints)}"
-        )
-    required = [
-        f.name
-        for f in dataclasses.fields(cls)
-        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-    ]
-    missing = [name for name in required if name not in data]
-    if missing:
-        raise TrainingConfigError(f"missing required config key {prefix + missing[0]!r}")
-    kwargs = {}
-    for key, value in data.items():
-        hint, dotted = hints[key], prefix + key
-        if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, dotted + ".")
-            continue
-        if not type_ok(value, hint):
-            raise TrainingConfigError(f"{dotted} must be {describe_type(hint)}, got {value!r}")
-        kwargs[key] = _convert(value, hint)
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as error:
-        if isinstance(error, TrainingConfigError):
-            raise
-        raise _qualified(prefix, error, hints) from None
-
-
-def _qualified(prefix: str, error: Exception, names: Any) -> TrainingConfigError:
-    """A section's own error, with its leading field name made a dotted key when it has one."""
-    message = str(error)
-    first = message.split(" ", 1)[0]
-    if first in names:
-        return TrainingConfigError(prefix + message)
-    return TrainingConfigError(f"{prefix.rstrip('.') or 'config'}: {message}")
 
 
 def _require(condition: bool, key: str, value: Any, expectation: str) -> None:
@@ -507,7 +399,7 @@ def _check_augment(cfg: TrainingConfig, model_cfg: ModelConfig) -> None:
             **options,
         )
     except (TypeError, ValueError) as error:
-        raise _qualified("augment.options.", error, names) from None
+        raise qualified("augment.options.", error, names, TrainingConfigError) from None
 
 
 def _check_mtl(cfg: TrainingConfig) -> None:

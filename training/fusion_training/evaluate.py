@@ -19,20 +19,19 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from fusion_perception.checkpoint import Checkpoint
 from fusion_perception.engine import FusionEngine
-from fusion_perception.imaging import ThermalNormalizer
+from fusion_perception.image_files import index_images, read_image
+from fusion_perception.thermal import ThermalNormalizer
 from fusion_training.datasets.base import class_key
 from fusion_training.metrics.detection import coco_map, rotated_voc_ap50
 from fusion_training.metrics.fusion import PRESET_UNSUPPORTED, PRESETS, evaluate_fusion
 
 FUSION_METRICS = ("EN", "SD", "SF", "AG", "MI", "VIF", "Qabf", "SSIM", "SCD")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
 
 def fusion_metric_names(preset: str) -> list[str]:
@@ -224,37 +223,6 @@ def evaluate_checkpoint(
     )
 
 
-def index_images(folder: str | Path, what: str) -> dict[str, Path]:
-    """Image files of a folder by stem; errors name the `what` argument."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"{what}: folder {folder} does not exist")
-    found: dict[str, Path] = {}
-    for path in sorted(folder.iterdir()):
-        if path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES:
-            if path.stem in found:
-                raise ValueError(f"{what}: {found[path.stem].name} and {path.name} share a stem")
-            found[path.stem] = path
-    return found
-
-
-def read_image(path: Path, what: str) -> np.ndarray:
-    """HxW grey (uint8/uint16/float32) or HxWx3 RGB uint8; 3 equal channels become grey."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise ValueError(f"{what}: cannot read image {path}")
-    if image.ndim == 3:
-        image = image[:, :, :3]
-        if np.array_equal(image[:, :, 0], image[:, :, 1]) and np.array_equal(
-            image[:, :, 0], image[:, :, 2]
-        ):
-            return image[:, :, 0]
-        if image.dtype != np.uint8:
-            raise ValueError(f"{what}: colour image {path} must be 8-bit, found {image.dtype}")
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    return image
-
-
 def _source_thermal(
     raw: np.ndarray, normalizer: ThermalNormalizer | None, path: Path
 ) -> np.ndarray:
@@ -283,9 +251,9 @@ def evaluate_fused_folder(
     """Fusion metrics of every fused image that has an RGB and a thermal source of the same
     stem. Fused images may be grey or colour (scored on their BT.601 Y); they must have the
     sources' size. `on_skip` receives a message about unmatched files."""
-    fused = index_images(fused_dir, "--fused")
-    rgb = index_images(rgb_dir, "--rgb")
-    thermal = index_images(thermal_dir, "--thermal")
+    fused = index_images(Path(fused_dir))
+    rgb = index_images(Path(rgb_dir))
+    thermal = index_images(Path(thermal_dir))
     stems = sorted(set(fused) & set(rgb) & set(thermal))
     if not stems:
         raise ValueError(
@@ -297,11 +265,9 @@ def evaluate_fused_folder(
         on_skip(f"{len(unmatched)} fused image(s) without both sources skipped: {unmatched[:10]}")
     accumulator = FusionAccumulator(preset)
     for stem in tqdm(stems, desc="evaluate", disable=not progress):
-        image = read_image(fused[stem], "--fused")
-        vis = read_image(rgb[stem], "--rgb")
-        ir = _source_thermal(
-            read_image(thermal[stem], "--thermal"), thermal_normalization, thermal[stem]
-        )
+        image = read_image(fused[stem])
+        vis = read_image(rgb[stem])
+        ir = _source_thermal(read_image(thermal[stem]), thermal_normalization, thermal[stem])
         for what, other in (("--rgb", vis), ("--thermal", ir)):
             if other.shape[:2] != image.shape[:2]:
                 raise ValueError(

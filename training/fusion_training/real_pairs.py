@@ -43,7 +43,8 @@ import numpy as np
 import yaml
 from tqdm import tqdm
 
-from fusion_training.datasets.files import DatasetError, index_images
+from fusion_perception.image_files import index_images
+from fusion_training.datasets.files import DatasetError
 
 ENV_VAR = "FUSION_SHARED_DATA"
 TOOL = "fusion-prepare-real"

@@ -5,66 +5,19 @@ from __future__ import annotations
 import argparse
 import logging
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from fusion_perception.checkpoint import DEFAULT_NORMALIZATION, load_checkpoint
-from fusion_perception.cli.common import run_cli
-from fusion_perception.imaging import Registration, ThermalNormalizer, make_normalizer
+from fusion_perception.cli.common import add_thermal_args, normalizer_from_args, run_cli
+from fusion_perception.pairing import SyncConfig
+from fusion_perception.registration import Registration
+from fusion_perception.settings import add_flags, replace_from_flags
+from fusion_perception.thermal import ThermalNormalizer
+from fusion_training.bag2dataset import OFFLINE_SYNC, convert_bags, sync_from_node_params
 from fusion_training.datasets.folder import LABEL_FORMATS
-
-if TYPE_CHECKING:
-    from fusion_training.bag2dataset import SyncSettings
+from fusion_training.pseudo_labels import PseudoLabeler
 
 log = logging.getLogger(__name__)
-
-# CLI flag -> (scheme it belongs to, parameter name); the node's thermal.* parameters.
-_NORMALIZATION_FLAGS = {
-    "range_lo": ("fixed_range", "lo"),
-    "range_hi": ("fixed_range", "hi"),
-    "p_lo": ("percentile", "p_lo"),
-    "p_hi": ("percentile", "p_hi"),
-    "ema": ("percentile", "ema"),
-}
-
-
-def add_normalization_args(parser: argparse.ArgumentParser) -> None:
-    """--normalization SCHEME with the node's thermal.* parameters as flags."""
-    group = parser.add_argument_group("thermal normalization (the node's thermal.* parameters)")
-    group.add_argument(
-        "--normalization",
-        choices=("fixed_range", "percentile", "minmax"),
-        help="scheme mapping raw thermal to [0, 1]",
-    )
-    group.add_argument("--range-lo", type=float, help="fixed_range: raw value mapped to 0")
-    group.add_argument("--range-hi", type=float, help="fixed_range: raw value mapped to 1")
-    group.add_argument("--p-lo", type=float, help="percentile: low percentile (default 1)")
-    group.add_argument("--p-hi", type=float, help="percentile: high percentile (default 99)")
-    group.add_argument("--ema", type=float, help="percentile: EMA factor of the bounds (0.9)")
-
-
-def normalizer_from_args(args: argparse.Namespace) -> ThermalNormalizer | None:
-    """The normalizer the flags describe, or None when --normalization is not given."""
-    given = {flag: getattr(args, flag) for flag in _NORMALIZATION_FLAGS}
-    given = {flag: value for flag, value in given.items() if value is not None}
-    if args.normalization is None:
-        if given:
-            flag = next(iter(given)).replace("_", "-")
-            raise ValueError(f"--{flag}: needs --normalization to say which scheme it belongs to")
-        return None
-    params = {}
-    for flag, value in given.items():
-        scheme, name = _NORMALIZATION_FLAGS[flag]
-        if scheme != args.normalization:
-            raise ValueError(
-                f"--{flag.replace('_', '-')}: applies to --normalization {scheme}, "
-                f"not {args.normalization}"
-            )
-        params[name] = value
-    if args.normalization == "fixed_range" and not {"lo", "hi"} <= set(params):
-        raise ValueError("--normalization fixed_range: needs --range-lo and --range-hi")
-    return make_normalizer(args.normalization, **params)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -78,7 +31,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("bags", nargs="+", type=Path, help="rosbag2 folders (or .mcap/.db3)")
     parser.add_argument("--rgb-topic", required=True, help="Image or CompressedImage topic")
-    parser.add_argument("--thermal-topic", required=True, help="Image topic (mono16/mono8/32FC1)")
+    parser.add_argument(
+        "--thermal-topic",
+        required=True,
+        help="Image (mono16/mono8/32FC1) or CompressedImage (16-bit PNG) topic",
+    )
     parser.add_argument("--out", required=True, type=Path, help="new (or empty) output folder")
     parser.add_argument("--every", type=int, default=1, help="keep every N-th pair (default 1)")
     parser.add_argument(
@@ -101,44 +58,23 @@ def get_args_parser() -> argparse.ArgumentParser:
         default="yolo",
         help="label format without --pseudo-labels",
     )
-    sync = parser.add_argument_group("pairing (the node's sync.* parameters)")
-    sync.add_argument("--params", type=Path, help="node parameter YAML to take sync.* from")
-    sync.add_argument("--sync-mode", choices=("approximate", "exact"), help="sync.mode")
-    sync.add_argument("--slop", type=float, help="sync.slop: max |dt| of a pair, s (0.02)")
-    sync.add_argument("--rgb-offset", type=float, help="sync.rgb_offset, s (0)")
-    sync.add_argument("--thermal-offset", type=float, help="sync.thermal_offset, s (0)")
-    sync.add_argument("--queue-size", type=int, help="sync.queue_size (10)")
-    sync.add_argument(
-        "--max-age",
-        type=float,
-        help="sync.max_age against the bag's log time, s (default: off offline)",
+    sync = parser.add_argument_group(
+        "pairing (the node's sync.* parameters; --max-age is off offline: it compares stamps "
+        "with the bag's log time)"
     )
-    add_normalization_args(parser)
+    sync.add_argument("--params", type=Path, help="node parameter YAML to take sync.* from")
+    add_flags(sync, SyncConfig, "sync", defaults=OFFLINE_SYNC)
+    add_thermal_args(parser)
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     return parser
 
 
-def sync_from_args(args: argparse.Namespace) -> SyncSettings:
-    from fusion_training.bag2dataset import SyncSettings
-
-    settings = SyncSettings.from_node_params(args.params) if args.params else SyncSettings()
-    overrides: dict[str, Any] = {
-        "mode": args.sync_mode,
-        "slop": args.slop,
-        "rgb_offset": args.rgb_offset,
-        "thermal_offset": args.thermal_offset,
-        "queue_size": args.queue_size,
-        "max_age": args.max_age,
-    }
-    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
-    settings.engine()
-    return settings
+def sync_from_args(args: argparse.Namespace) -> SyncConfig:
+    settings = sync_from_node_params(args.params) if args.params else OFFLINE_SYNC
+    return replace_from_flags(settings, args, "sync")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # imported here so fusion-eval can share the argument helpers above without rosbags
-    from fusion_training.bag2dataset import PseudoLabeler, convert_bags
-
     args = get_args_parser().parse_args(argv)
     sync = sync_from_args(args)
     registration = Registration.from_yaml(args.calibration) if args.calibration else None

@@ -19,9 +19,13 @@ from typing import Any
 from torch.utils.data import Dataset
 
 from fusion_perception.checkpoint import load_checkpoint
-from fusion_perception.cli.common import add_backend_args, run_cli
+from fusion_perception.cli.common import (
+    add_backend_args,
+    add_thermal_args,
+    normalizer_from_args,
+    run_cli,
+)
 from fusion_training.benchmark import BENCHMARKS, run_vifb
-from fusion_training.cli.bag2dataset import add_normalization_args, normalizer_from_args
 from fusion_training.datasets import FORMATS, build_dataset
 from fusion_training.datasets.base import class_key, match_class_names
 from fusion_training.datasets.factory import accepted_options
@@ -121,7 +125,7 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="--benchmark: shared data root with vifb/ and vifb_methods/ (default: "
         "$FUSION_SHARED_DATA, else ../shared/data beside the repository)",
     )
-    add_normalization_args(parser)
+    add_thermal_args(parser)
     return parser
 
 

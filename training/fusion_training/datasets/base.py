@@ -27,7 +27,9 @@ from typing import Any
 import numpy as np
 from torch.utils.data import Dataset
 
-from .files import DatasetError, image_size, read_rgb, read_thermal
+from fusion_perception.image_files import image_size, read_rgb, read_thermal
+
+from .files import DatasetError
 from .thermal import ThermalSpec, build_normalizer, normalize_thermal
 
 _LOG = logging.getLogger(__name__)

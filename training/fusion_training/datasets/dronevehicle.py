@@ -30,6 +30,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from fusion_perception.image_files import index_images
+
 from .base import (
     PairedDetectionDataset,
     Record,
@@ -41,7 +43,7 @@ from .base import (
     require_pair,
     select_classes,
 )
-from .files import DatasetError, find_dir, index_images
+from .files import DatasetError, find_dir
 from .geometry import affine_boxes, polygons_to_boxes
 from .thermal import ThermalSpec
 from .voc import number, object_name, read_xml, resolve_class

@@ -14,7 +14,7 @@ manifest.yaml::
     classes: [person, car]          # label order (required)
     label_format: yolo              # yolo | dota (required)
     thermal_normalization:          # how raw thermal maps to [0, 1]; required for 16-bit thermal
-      scheme: fixed_range           #   (fusion_perception.imaging schemes; to_dict() form works too)
+      scheme: fixed_range           #   (fusion_perception.thermal schemes; to_dict() form works too)
       params: {lo: 7000, hi: 9000}
     unlabelled: error               # optional: what a pair without a label file is (see below)
     splits:                         # optional: split name -> file of stems, relative to root
@@ -46,6 +46,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fusion_perception.image_files import index_images
+
 from .base import (
     PairedDetectionDataset,
     Record,
@@ -58,7 +60,7 @@ from .base import (
     require_pair,
     xyxy_to_boxes,
 )
-from .files import DatasetError, find_dir, index_images, read_split_file
+from .files import DatasetError, find_dir, read_split_file
 from .geometry import polygons_to_boxes
 from .thermal import ThermalSpec, build_normalizer
 

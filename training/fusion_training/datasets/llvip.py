@@ -9,6 +9,8 @@ from __future__ import annotations
 from functools import partial
 from pathlib import Path
 
+from fusion_perception.image_files import index_images
+
 from .base import (
     PairedDetectionDataset,
     Record,
@@ -18,7 +20,7 @@ from .base import (
     require_pair,
     select_classes,
 )
-from .files import DatasetError, find_dir, index_images
+from .files import DatasetError, find_dir
 from .thermal import ThermalSpec
 from .voc import voc_boxes
 

@@ -22,6 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
+from fusion_perception.image_files import index_images
+
 from .base import (
     PairedDetectionDataset,
     Record,
@@ -36,7 +38,7 @@ from .base import (
     split_stems,
     xyxy_to_boxes,
 )
-from .files import DatasetError, find_dir, index_images, read_split_file
+from .files import DatasetError, find_dir, read_split_file
 from .thermal import ThermalSpec
 from .voc import voc_boxes
 

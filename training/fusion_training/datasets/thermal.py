@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from fusion_perception.imaging import ThermalNormalizer, make_normalizer
+from fusion_perception.thermal import ThermalNormalizer, make_normalizer
 
 from .files import DatasetError
 

@@ -1,36 +1,20 @@
-"""Thermal normalization, thermal->RGB registration and BT.601 Y/CbCr helpers (ROS-free).
+"""Thermal normalization (ROS-free): raw camera values -> float32 in [0, 1], by named, versioned
+schemes that every checkpoint records and the node, the dataset builder and the trainer apply
+identically, so a model sees the same thermal values offline and on the robot.
 
-The ROS node and the offline dataset builder both call this module, so a checkpoint trained
-offline sees exactly the thermal values the node feeds it at run time.
-
-Conventions: RGB images are numpy uint8 HxWx3 in RGB order. Raw thermal is HxW uint8 (mono8),
-uint16 (mono16/16UC1 counts) or float32 (32FC1 degrees). Normalized thermal is float32 HxW in
-[0, 1]. Sizes are written (width, height), as OpenCV and calibration files do.
+Raw thermal is HxW uint8 (mono8), uint16 (mono16/16UC1 counts) or float32 (32FC1 degrees).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-import cv2
 import numpy as np
-import yaml
 
-__all__ = [
-    "SCHEME_VERSIONS",
-    "Registration",
-    "ThermalNormalizer",
-    "make_normalizer",
-    "merge_fused_luma",
-    "rgb_to_ycbcr",
-    "to_uint8",
-    "ycbcr_to_rgb",
-]
+from fusion_perception.settings import check_fields, setting
 
 # Bump a scheme's version whenever its output for the same input and params changes, so a
 # checkpoint trained with the old behaviour is refused instead of silently fed other values.
@@ -43,7 +27,7 @@ _SCHEME_PARAMS: dict[str, dict[str, float | None]] = {
     "minmax": {"nonfinite_fill": None},
 }
 _REQUIRED_PARAMS = {"fixed_range": ("lo", "hi")}
-_THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
+THERMAL_DTYPES = (np.dtype(np.uint8), np.dtype(np.uint16), np.dtype(np.float32))
 
 
 PERCENTILE_SAMPLES = 65_536
@@ -112,7 +96,7 @@ def _thermal_values(image: Any) -> tuple[np.ndarray, np.ndarray | None, np.dtype
     if image.size == 0:
         raise ValueError(f"thermal image is empty (shape {image.shape})")
     dtype = image.dtype.newbyteorder("=")
-    if dtype not in _THERMAL_DTYPES:
+    if dtype not in THERMAL_DTYPES:
         raise TypeError(
             f"thermal image dtype must be uint8 (mono8), uint16 (mono16/16UC1) or float32 "
             f"(32FC1), got {image.dtype}"
@@ -315,264 +299,50 @@ class ThermalNormalizer:
         return f"ThermalNormalizer({self._scheme!r}, v{self.version}, {self._params})"
 
 
+@dataclass(frozen=True)
+class ThermalConfig:
+    """Which normalization a live stream gets: the node's ``thermal.<field>`` parameters and the
+    CLIs' flags. ``normalization: checkpoint`` uses the scheme the model was trained with; the
+    other fields only apply to the scheme their name starts with."""
+
+    normalization: str = setting(
+        "checkpoint",
+        "thermal scheme: 'checkpoint' uses the one the model was trained with",
+        choices=("checkpoint", *SCHEME_VERSIONS),
+    )
+    range_lo: float = setting(7000.0, "fixed_range: raw value mapped to 0")
+    range_hi: float = setting(9500.0, "fixed_range: raw value mapped to 1")
+    p_lo: float = setting(1.0, "percentile: low percentile", low=0.0, high=100.0)
+    p_hi: float = setting(99.0, "percentile: high percentile", low=0.0, high=100.0)
+    ema: float = setting(0.9, "percentile: EMA factor of the bounds", low=0.0, high=0.999)
+
+    # field -> the scheme parameter it sets
+    SCHEME_FIELDS: ClassVar[dict[str, dict[str, str]]] = {
+        "fixed_range": {"range_lo": "lo", "range_hi": "hi"},
+        "percentile": {"p_lo": "p_lo", "p_hi": "p_hi", "ema": "ema"},
+        "minmax": {},
+    }
+
+    def __post_init__(self) -> None:
+        check_fields(self, "thermal")
+        if self.p_lo >= self.p_hi:
+            raise ValueError("thermal.p_lo: must be below thermal.p_hi")
+        if self.range_lo >= self.range_hi:
+            raise ValueError("thermal.range_lo: must be below thermal.range_hi")
+
+    def normalizer(self, trained: Mapping[str, Any] | None = None) -> ThermalNormalizer:
+        """A fresh normalizer; ``trained`` is the checkpoint's ``{"scheme", "params"}``, which
+        ``normalization: checkpoint`` needs."""
+        if self.normalization == "checkpoint":
+            if trained is None:
+                raise ValueError("thermal.normalization: 'checkpoint' needs a checkpoint")
+            return make_normalizer(trained["scheme"], **trained["params"])
+        params = self.SCHEME_FIELDS[self.normalization]
+        return make_normalizer(
+            self.normalization, **{name: getattr(self, f) for f, name in params.items()}
+        )
+
+
 def make_normalizer(scheme: str, **params: Any) -> ThermalNormalizer:
     """Build a normalizer, e.g. ``make_normalizer("percentile", p_lo=2, p_hi=98, ema=0.8)``."""
     return ThermalNormalizer(scheme, params)
-
-
-def _parse_size(value: Any, key: str) -> tuple[int, int]:
-    if (
-        not isinstance(value, Sequence)
-        or isinstance(value, str)
-        or len(value) != 2
-        or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in value)
-        or not all(v > 0 for v in value)
-    ):
-        raise ValueError(
-            f"calibration {key!r} must be [width, height] positive ints, got {value!r}"
-        )
-    return int(value[0]), int(value[1])
-
-
-def _parse_homography(value: Any) -> np.ndarray:
-    try:
-        h = np.array(value, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"calibration 'homography' must be numbers, got {value!r}") from exc
-    if h.shape == (9,):
-        h = h.reshape(3, 3)
-    if h.shape != (3, 3):
-        raise ValueError(
-            f"calibration 'homography' must be 3x3 (or 9 numbers), got shape {h.shape}"
-        )
-    if not np.isfinite(h).all():
-        raise ValueError(f"calibration 'homography' has non-finite entries: {h.tolist()}")
-    if abs(np.linalg.det(h)) < 1e-12 * max(1.0, float(np.abs(h).max()) ** 3):
-        raise ValueError(f"calibration 'homography' is singular: {h.tolist()}")
-    return h
-
-
-# Half of OpenCV's bilinear sub-pixel step (1/32 px): source points this close to the last
-# pixel are rounded onto it by warpPerspective, so they take no weight from the border.
-_EDGE_TOLERANCE = 1.0 / 64.0
-
-
-@dataclass(frozen=True, eq=False)
-class Registration:
-    """Warps thermal into the RGB frame with a 3x3 homography.
-
-    ``homography`` maps thermal pixel coordinates (u, v, 1) to RGB pixel coordinates,
-    ``rgb_size`` and ``thermal_size`` are (width, height). Accurate for a planar or distant
-    scene (UAV altitude); parallax between the lenses is not modelled.
-    """
-
-    homography: np.ndarray
-    rgb_size: tuple[int, int]
-    thermal_size: tuple[int, int]
-
-    def __post_init__(self) -> None:
-        h = _parse_homography(self.homography)
-        h.setflags(write=False)
-        object.__setattr__(self, "homography", h)
-        object.__setattr__(self, "rgb_size", _parse_size(self.rgb_size, "rgb_size"))
-        object.__setattr__(self, "thermal_size", _parse_size(self.thermal_size, "thermal_size"))
-
-    @classmethod
-    def identity(cls, size: tuple[int, int]) -> Registration:
-        """Thermal and RGB already registered and of the same (width, height)."""
-        return cls(np.eye(3), size, size)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> Registration:
-        """Keys: ``homography`` (3x3), ``rgb_size`` and ``thermal_size`` ([w, h]); optional
-        ``metadata`` (free-form, ignored)."""
-        if not isinstance(d, Mapping):
-            raise ValueError(f"calibration must be a mapping, got {type(d).__name__}")
-        required = ("homography", "rgb_size", "thermal_size")
-        for key in required:
-            if key not in d:
-                raise ValueError(f"calibration is missing key {key!r}")
-        unknown = sorted(set(d) - {*required, "metadata"})
-        if unknown:
-            raise ValueError(
-                f"calibration has unknown key(s) {unknown}; allowed: {[*required, 'metadata']}"
-            )
-        return cls(d["homography"], d["rgb_size"], d["thermal_size"])
-
-    @classmethod
-    def from_yaml(cls, path: str | Path) -> Registration:
-        """Load a calibration YAML (see config/calibration_example.yaml)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"calibration file not found: {path}")
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            raise ValueError(f"calibration file {path} is not valid YAML: {exc}") from exc
-        try:
-            return cls.from_dict(data)
-        except ValueError as exc:
-            raise ValueError(f"{path}: {exc}") from exc
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-Python form of the calibration, for dataset manifests."""
-        return {
-            "homography": self.homography.tolist(),
-            "rgb_size": list(self.rgb_size),
-            "thermal_size": list(self.thermal_size),
-        }
-
-    @cached_property
-    def is_identity(self) -> bool:
-        scale = self.homography[2, 2]
-        if scale == 0 or self.rgb_size != self.thermal_size:
-            return False
-        return bool(np.allclose(self.homography / scale, np.eye(3), rtol=0.0, atol=1e-12))
-
-    @cached_property
-    def _valid_mask(self) -> np.ndarray:
-        """bool HxW (RGB size): RGB pixels whose bilinear source lies fully inside thermal."""
-        w, h = self.rgb_size
-        tw, th = self.thermal_size
-        inv = np.linalg.inv(self.homography)
-        x = np.arange(w, dtype=np.float64)[None, :]
-        y = np.arange(h, dtype=np.float64)[:, None]
-        z = inv[2, 0] * x + inv[2, 1] * y + inv[2, 2]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            sx = (inv[0, 0] * x + inv[0, 1] * y + inv[0, 2]) / z
-            sy = (inv[1, 0] * x + inv[1, 1] * y + inv[1, 2]) / z
-        eps = _EDGE_TOLERANCE
-        mask = (sx >= -eps) & (sx <= tw - 1 + eps) & (sy >= -eps) & (sy <= th - 1 + eps)
-        mask.setflags(write=False)
-        return mask
-
-    def warp(self, thermal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Register a thermal frame (HxW, uint8/uint16/float32, raw or normalized).
-
-        Returns (registered, valid_mask): registered has the RGB size and the input dtype,
-        bilinear, 0 where invalid; valid_mask is bool HxW, True where the value comes from
-        thermal pixels only.
-        """
-        if not isinstance(thermal, np.ndarray):
-            raise TypeError(f"thermal must be a numpy array, got {type(thermal).__name__}")
-        if thermal.ndim != 2:
-            raise ValueError(f"thermal must be HxW, got shape {thermal.shape}")
-        dtype = thermal.dtype.newbyteorder("=")
-        if dtype not in _THERMAL_DTYPES:
-            raise TypeError(f"thermal dtype must be uint8, uint16 or float32, got {thermal.dtype}")
-        size = (thermal.shape[1], thermal.shape[0])
-        if size != self.thermal_size:
-            raise ValueError(
-                f"thermal image size (w, h) = {size} differs from the calibration's "
-                f"thermal_size {self.thermal_size}"
-            )
-        src = np.ascontiguousarray(thermal, dtype=dtype)
-        if self.is_identity:
-            return src.copy(), self._valid_mask.copy()
-        registered = cv2.warpPerspective(
-            src,
-            self.homography,
-            self.rgb_size,
-            flags=cv2.INTER_LINEAR,
-            borderMode=cv2.BORDER_CONSTANT,
-            borderValue=0,
-        )
-        mask = self._valid_mask.copy()
-        registered[~mask] = 0
-        return registered, mask
-
-
-# BT.601 full-range (JFIF) RGB -> YCbCr; Cb/Cr are centred on 128 (uint8) or 0.5 (float).
-_RGB_TO_YCBCR = np.array(
-    [
-        [0.299, 0.587, 0.114],
-        [-0.168736, -0.331264, 0.5],
-        [0.5, -0.418688, -0.081312],
-    ]
-)
-_YCBCR_TO_RGB = np.linalg.inv(_RGB_TO_YCBCR)
-
-
-def _check_colour(image: Any, name: str) -> bool:
-    """Validate an HxWx3 uint8 or float image; return True if it is uint8."""
-    if not isinstance(image, np.ndarray):
-        raise TypeError(f"{name} must be a numpy array, got {type(image).__name__}")
-    if image.ndim != 3 or image.shape[2] != 3 or image.size == 0:
-        raise ValueError(f"{name} must be a non-empty HxWx3 array, got shape {image.shape}")
-    if image.dtype == np.uint8:
-        return True
-    if image.dtype.kind != "f":
-        raise TypeError(f"{name} dtype must be uint8 or float in [0, 1], got {image.dtype}")
-    return False
-
-
-def _affine(
-    image: np.ndarray, matrix: np.ndarray, offset_in: float, offset_out: float
-) -> np.ndarray:
-    """Per pixel: matrix @ (pixel - [0, c_in, c_in]) + [0, c_out, c_out], in float32."""
-    chroma_in = np.array([0.0, offset_in, offset_in], dtype=np.float32)
-    chroma_out = np.array([0.0, offset_out, offset_out], dtype=np.float32)
-    return (image.astype(np.float32) - chroma_in) @ matrix.astype(np.float32).T + chroma_out
-
-
-def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
-    """RGB HxWx3 -> YCbCr (channels Y, Cb, Cr), BT.601 full range.
-
-    uint8 in -> uint8 out (rounded); float in [0, 1] -> float32 out (Cb, Cr centred on 0.5).
-    """
-    if _check_colour(rgb, "rgb"):
-        out = _affine(rgb, _RGB_TO_YCBCR, 0.0, 128.0)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return _affine(rgb, _RGB_TO_YCBCR, 0.0, 0.5)
-
-
-def ycbcr_to_rgb(ycbcr: np.ndarray) -> np.ndarray:
-    """Inverse of ``rgb_to_ycbcr``: uint8 -> uint8 (rounded), float -> float32; both clipped."""
-    if _check_colour(ycbcr, "ycbcr"):
-        out = _affine(ycbcr, _YCBCR_TO_RGB, 128.0, 0.0)
-        return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    return np.clip(_affine(ycbcr, _YCBCR_TO_RGB, 0.5, 0.0), 0.0, 1.0)
-
-
-def to_uint8(image01: np.ndarray) -> np.ndarray:
-    """float image in [0, 1] -> uint8 (x * 255 rounded, clipped), e.g. for mono8 output."""
-    if not isinstance(image01, np.ndarray) or image01.dtype.kind != "f":
-        raise TypeError(
-            f"image01 must be a float numpy array, got {getattr(image01, 'dtype', type(image01))}"
-        )
-    return np.clip(np.rint(image01 * 255.0), 0, 255).astype(np.uint8)
-
-
-def merge_fused_luma(fused_y: np.ndarray, rgb: np.ndarray, order: str = "rgb") -> np.ndarray:
-    """Colour fused output: fused luma + the visible image's CbCr (BT.601 full range).
-
-    ``fused_y`` is uint8 HxW, or float HxW in [0, 1]; ``rgb`` is uint8 HxWx3 of the same HxW.
-    Returns uint8 HxWx3 in ``order`` ("rgb" or "bgr", so a bgr8 message needs no extra copy).
-    OpenCV's uint8 YCrCb conversion does the work: the same coefficients as ``rgb_to_ycbcr``
-    (chroma kept in 8 bits: at most two grey levels from the float path), about 20x faster than the float path at 640x512, which matters
-    in the node's per-frame budget.
-    """
-    if not isinstance(fused_y, np.ndarray) or fused_y.ndim != 2 or fused_y.dtype.kind not in "fu":
-        raise ValueError(
-            "fused_y must be a float or uint8 HxW numpy array, got "
-            f"{type(fused_y).__name__} {getattr(fused_y, 'shape', '')} "
-            f"{getattr(fused_y, 'dtype', '')}"
-        )
-    if not _check_colour(rgb, "rgb"):
-        raise TypeError(f"rgb must be uint8, got {rgb.dtype}")
-    if fused_y.shape != rgb.shape[:2]:
-        raise ValueError(f"fused_y shape {fused_y.shape} differs from rgb HxW {rgb.shape[:2]}")
-    if order not in ("rgb", "bgr"):
-        raise ValueError(f"order must be 'rgb' or 'bgr', got {order!r}")
-    if fused_y.dtype.kind == "f":
-        if not np.isfinite(fused_y).all():
-            raise ValueError("fused_y contains NaN/inf")
-        lo, hi = float(fused_y.min()), float(fused_y.max())
-        if lo < -1e-4 or hi > 1.0 + 1e-4:
-            raise ValueError(f"fused_y must be in [0, 1], got range [{lo}, {hi}]")
-        fused_y = to_uint8(fused_y)
-    elif fused_y.dtype != np.uint8:
-        raise ValueError(f"fused_y must be uint8 when it is an integer array, got {fused_y.dtype}")
-    ycrcb = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2YCrCb)
-    ycrcb[:, :, 0] = fused_y
-    return cv2.cvtColor(ycrcb, cv2.COLOR_YCrCb2RGB if order == "rgb" else cv2.COLOR_YCrCb2BGR)

@@ -1,0 +1,184 @@
+"""The live-stream policies without ROS: clock jumps, throttled error counting, the camera
+fallbacks, frames missing, future stamps and the unpaired-stream diagnosis."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+
+from fusion_perception import live
+from fusion_perception.live import ErrorLog, FrameStats, LiveInput
+from fusion_perception.pairing import SyncConfig
+
+MS = 1_000_000
+T0 = 1_700_000_000 * 1_000_000_000
+
+
+def msg(stamp_ns: int, frame_id: str = "cam") -> SimpleNamespace:
+    """Anything with a ROS header (rclpy and rosbags messages are shaped so)."""
+    stamp = SimpleNamespace(sec=stamp_ns // 1_000_000_000, nanosec=stamp_ns % 1_000_000_000)
+    return SimpleNamespace(header=SimpleNamespace(stamp=stamp, frame_id=frame_id))
+
+
+class Log:
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+        self.errors: list[str] = []
+
+    def errors_log(self, every_s: float = 2.0) -> ErrorLog:
+        return ErrorLog(self.warnings.append, self.errors.append, every_s)
+
+
+def make_input(log: Log, **kwargs) -> LiveInput:
+    sync = SyncConfig(**{k: v for k, v in kwargs.items() if k in SyncConfig.__dataclass_fields__})
+    return LiveInput(
+        sync,
+        log.errors_log(),
+        camera_timeout=kwargs.get("camera_timeout", 1.0),
+        fallback=kwargs.get("fallback", "none"),
+    )
+
+
+def push_pair(source: LiveInput, stamp: int, thermal_delay: int = 0) -> None:
+    source.push("rgb", msg(stamp, "rgb_optical"), stamp)
+    source.push("thermal", msg(stamp + thermal_delay), stamp)
+
+
+def test_error_log_counts_every_problem_and_throttles_each_kind_apart():
+    log = Log()
+    errors = log.errors_log(every_s=0.2)
+    for _ in range(5):
+        errors.report("rgb_stamp_zero", "rgb stamp is zero")
+    errors.report("thermal_frames_missing", "thermal: 1 frame missing", warning=True)
+    assert errors.counts == {"rgb_stamp_zero": 5, "thermal_frames_missing": 1}
+    assert log.errors == ["rgb stamp is zero"]  # one line for five, at once
+    assert log.warnings == ["thermal: 1 frame missing"]  # another kind is not held back
+    time.sleep(0.25)
+    errors.report("rgb_stamp_zero", "rgb stamp is zero")
+    assert log.errors[-1] == "rgb stamp is zero (4 similar since last report)"
+
+
+def test_a_clock_that_jumps_back_restarts_pairing_and_the_tracks():
+    log = Log()
+    source = make_input(log, max_age=None)
+    for k in range(5):
+        push_pair(source, T0 + k * 33 * MS)
+    pair = source.next_pair(T0 + 200 * MS)
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 4 * 33 * MS
+    source.processed(pair)
+    assert source.take_clock_jump() is False
+    restart = T0 - 60 * 1_000_000_000  # a bag that loops: a minute back
+    push_pair(source, restart)
+    assert source.errors.counts["rgb_clock_jump"] == 1
+    assert "rgb clock jumped back 60.13 s" in log.errors[0]
+    assert source.take_clock_jump() is True and source.take_clock_jump() is False
+    pair = source.next_pair(restart)
+    assert pair is not None and pair.rgb_stamp_ns == restart  # the new timeline pairs at once
+    # a small step back is a reordered message, not a jump: rejected and counted
+    push_pair(source, restart + 100 * MS)
+    source.push("rgb", msg(restart + 50 * MS), restart)
+    assert source.errors.counts["rgb_stamp_backwards"] == 1
+    assert source.errors.counts["rgb_clock_jump"] == 1
+
+
+@pytest.mark.parametrize("fallback", ["none", "thermal_only"])
+def test_a_silent_rgb_camera_falls_back_to_thermal_once_per_frame(fallback):
+    source = make_input(Log(), camera_timeout=0.05, fallback=fallback, max_age=None)
+    source.push("rgb", msg(T0, "rgb_optical"), T0)
+    time.sleep(0.08)  # the RGB camera goes silent
+    stamp = T0 + 100 * MS
+    source.push("thermal", msg(stamp, "thermal_optical"), stamp)
+    assert source.silent_streams() == ["rgb"]
+    pair = source.next_pair(stamp)
+    if fallback == "none":
+        assert pair is None
+        return
+    assert pair.rgb is None and pair.thermal.header.frame_id == "thermal_optical"
+    assert pair.rgb_stamp_ns == pair.thermal_stamp_ns == stamp
+    assert source.rgb_frame_id == "rgb_optical"  # outputs keep the RGB camera's frame
+    source.processed(pair)
+    assert source.next_pair(stamp) is None  # the same thermal frame is not run twice
+    health = source.health(stamp, {"rgb": "/rgb/image", "thermal": "/thermal/image"})
+    assert not health.ok and "camera silent for > 0.05 s: rgb (fallback thermal_only)" in (
+        health.message
+    )
+    assert not health.cameras["rgb"].ok and health.cameras["thermal"].ok
+
+
+def test_frames_missing_from_the_stamps_and_future_stamps_are_flagged():
+    log = Log()
+    source = make_input(log, max_age=None)
+    stamps = [T0 + k * 33 * MS for k in range(20)] + [T0 + k * 33 * MS for k in range(23, 30)]
+    for stamp in stamps:
+        source.push("thermal", msg(stamp), stamp)
+    assert source.cameras["thermal"].gaps.missing == 3  # stamps 20, 21 and 22
+    assert source.errors.counts["thermal_frames_missing"] == 1
+    assert "3 frame(s) missing" in log.warnings[0]
+    ahead = T0 + 40 * 33 * MS
+    source.push("rgb", msg(ahead), ahead - 2_000_000_000)  # stamped 2 s ahead of this host
+    health = source.health(ahead, {"rgb": "/rgb", "thermal": "/thermal"})
+    rgb = health.cameras["rgb"]
+    assert not rgb.ok and "rgb stamps 2.00 s in the future (/rgb)" in rgb.text
+    assert rgb.values["stamp_ahead_s"] == "2.000"
+    assert health.values["thermal_frames_missing"] == 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "advice"),
+    [
+        ("approximate", "beyond sync.slop 0.020 s; set sync.thermal_offset:=-0.040"),
+        ("exact", "and sync.mode is exact; set sync.thermal_offset:=-0.040"),
+    ],
+)
+def test_streams_that_never_pair_get_the_offset_to_set(monkeypatch, mode, advice):
+    monkeypatch.setattr(live, "UNPAIRED_WARN_S", 0.0)
+    log = Log()
+    source = make_input(log, mode=mode, max_age=None)
+    for k in range(10):  # 10 Hz, thermal stamped 40 ms after RGB: beyond the 20 ms slop
+        push_pair(source, T0 + k * 100 * MS, thermal_delay=40 * MS)
+    assert source.next_pair(T0 + 1000 * MS) is None
+    topics = {"rgb": "/rgb", "thermal": "/thermal"}
+    health = source.health(T0 + 1000 * MS, topics)
+    assert not health.ok and advice in health.message
+    assert "thermal stamps are 40.0 ms after rgb" in health.message
+    assert health.values["thermal_minus_rgb_ms"] == "40.00"
+    source.health(T0 + 1000 * MS, topics)
+    assert len(log.warnings) == 1  # logged once per episode, repeated in the diagnostics
+    # with the advised offset the same stamps pair
+    fixed = make_input(Log(), mode=mode, thermal_offset=-0.04, max_age=None)
+    push_pair(fixed, T0, thermal_delay=40 * MS)
+    assert fixed.next_pair(T0) is not None
+
+
+def test_streams_that_pair_are_not_diagnosed(monkeypatch):
+    monkeypatch.setattr(live, "UNPAIRED_WARN_S", 0.0)
+    source = make_input(Log(), max_age=None)
+    for k in range(10):
+        push_pair(source, T0 + k * 33 * MS, thermal_delay=5 * MS)
+    health = source.health(T0 + 400 * MS, {"rgb": "/rgb", "thermal": "/thermal"})
+    assert health.ok and health.message == "running"
+    assert health.values["thermal_minus_rgb_ms"] == "5.00"
+
+
+def test_frame_stats_report_means_and_the_worst_age():
+    stats = FrameStats()
+    stats.record({"decode": 1.0, "forward": 30.0}, age_ms=40.0)
+    stats.record({"decode": 3.0, "forward": 50.0}, age_ms=90.0)
+    assert stats.processed == 2
+    assert stats.values() == {
+        "decode_ms": "2.00",
+        "forward_ms": "40.00",
+        "age_ms_mean": "65.00",
+        "age_ms_max": "90.00",
+    }
+
+
+def test_bad_settings_are_named():
+    with pytest.raises(ValueError, match="fallback: 'sideways'"):
+        LiveInput(SyncConfig(), Log().errors_log(), 1.0, "sideways")
+    with pytest.raises(ValueError, match=r"sync\.slop: 2\.0 is outside \[0\.0, 1\.0\]"):
+        SyncConfig(slop=2.0)
+    with pytest.raises(ValueError, match=r"sync\.queue_size: must be an int"):
+        SyncConfig(queue_size=2.5)
