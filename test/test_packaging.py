@@ -45,7 +45,7 @@ def test_demo_model_is_installed_small_and_loads() -> None:
     from ament_index_python import packages as ament_index
 
     from fusion_perception.checkpoint import load_checkpoint
-    from fusion_perception.ros.fusion_node import default_checkpoint
+    from fusion_perception.ros.configure import default_checkpoint
 
     installed = default_checkpoint()
     share = Path(ament_index.get_package_share_directory("fusion_perception"))

@@ -8,6 +8,7 @@ import math
 
 import pytest
 from conftest import SHARED_DATA
+from fusion_training import study
 from fusion_training.study import alpha_ratio, fixed_lambda, main
 from fusion_training.study_report import ArmSummary, verdict
 
@@ -122,6 +123,26 @@ def test_tiny_study_trains_caches_resumes_and_reports(tmp_path, held_apart, caps
     assert fixed["detection_weight"] == pytest.approx(fixed_lambda(0.4, ratio))
     for key in ("night/mAP50", "llvip/person_AP50", "vifb/Qabf", "vifb/VIF", "val/mAP50"):
         assert math.isfinite(unity["metrics"][key]), key
+    contrast = {k: unity["metrics"][f"llvip/contrast_{k}"] for k in ("fused", "thermal", "visible")}
+    assert contrast["thermal"] > contrast["visible"] > 0  # people glow in thermal at night
+    assert math.isfinite(contrast["fused"])
+
+    # a metric added to the suite later is scored from the run's checkpoint, not retrained
+    stale = cache / "ws_0.40" / "seed0.json"
+    result = json.loads(stale.read_text())
+    del result["metrics"]["llvip/contrast_fused"]
+    stale.write_text(json.dumps(result))
+    cached = study.StudyRuns(cache, (0, 1), max_steps=2, eval_limit=3)
+    held = study.HeldApart(held_apart, limit=3)
+    ws = [study.ARM_BY_NAME["ws_0.40"]]
+    assert study.rescore(ws, cached, runs, held, "cpu", "llvip/contrast_fused") == []
+    assert "llvip/contrast_fused" in json.loads(stale.read_text())["metrics"]
+    (runs / "ws_0.40" / "seed0" / "last.pt").unlink()
+    del result["metrics"]["vifb/AG"]
+    stale.write_text(json.dumps(result))
+    assert study.rescore(ws, cached, runs, held, "cpu", "vifb/AG") == [
+        f"ws_0.40 seed 0: no checkpoint in {runs / 'ws_0.40' / 'seed0'} to score vifb/AG"
+    ]
 
     raw = json.loads((docs / "mtl_study.json").read_text())
     arms = {arm["name"]: arm for arm in raw["arms"]}

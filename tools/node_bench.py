@@ -1,5 +1,7 @@
 """Node benchmark (run by tools/bench.py): 30 Hz synthetic cameras -> fusion_node -> this process.
 
+Usage: node_bench.py CHECKPOINT WORKDIR [BACKEND] (the node's ``backend`` parameter; torch default).
+
 Prints one JSON line: frames published/received, end-to-end latency percentiles, and the node's own
 per-stage timings read from /diagnostics.
 """
@@ -27,9 +29,9 @@ from fusion_perception.synthetic import SceneGenerator
 RATE_HZ, SECONDS, WARMUP_S = 30.0, 20.0, 3.0
 
 
-def main(checkpoint: str, workdir: str) -> int:
+def main(checkpoint: str, workdir: str, backend: str = "torch") -> int:
     frames = [SceneGenerator(640, 512, seed=1).render(t / RATE_HZ) for t in range(30)]
-    log = (Path(workdir) / "node_bench.log").open("w")
+    log = (Path(workdir) / f"node_bench_{backend}.log").open("w")
     node_proc = subprocess.Popen(
         [
             sys.executable,
@@ -42,6 +44,8 @@ def main(checkpoint: str, workdir: str) -> int:
             "publish.annotated:=false",
             "-p",
             "diagnostics_period:=0.5",
+            "-p",
+            f"backend:={backend}",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -113,6 +117,7 @@ def main(checkpoint: str, workdir: str) -> int:
     forward = float(diagnostics.get("forward_ms", "nan"))
     total = float(diagnostics.get("total_ms", "nan"))
     result = {
+        "backend": diagnostics.get("backend", "?"),
         "published": published,
         "seconds": SECONDS,
         "received": len(latencies),
@@ -134,4 +139,4 @@ def main(checkpoint: str, workdir: str) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(*sys.argv[1:4]))

@@ -29,7 +29,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.boxes import box_iou_rotated
 from fusion_perception.pairing import header_stamp_ns
-from fusion_perception.ros.fusion_node import default_checkpoint
+from fusion_perception.ros.configure import default_checkpoint
 from fusion_perception.ros.image_conversions import msg_to_image
 
 IOU_MATCH = 0.5

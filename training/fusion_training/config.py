@@ -31,6 +31,7 @@ from fusion_perception.schema import (
     to_plain,
 )
 from fusion_training.losses import LossWeights
+from fusion_training.tardal import TarDALConfig
 
 __all__ = [
     "AugmentSection",
@@ -145,7 +146,9 @@ class TrainingConfig:
     from ``classes``). classes: label names (null = the dataset's). input_size: [width, height]
     the network trains at. thermal_normalization: the scheme applied to raw thermal and recorded in
     the checkpoint (null = the dataset's default). loss: `fusion_training.losses.LossWeights`
-    fields. epochs / max_steps: stop at whichever comes first. amp: autocast on CUDA (ignored on
+    fields. tardal: TarDAL's target-aware pixel and adversarial terms in the fusion loss
+    (`fusion_training.tardal.TarDALConfig`; off by default). epochs / max_steps: stop at
+    whichever comes first. amp: autocast on CUDA (ignored on
     CPU) in ``amp_dtype``; float16 needs a GradScaler, so only the weighted_sum method allows it.
     grad_clip: max gradient norm (null = off), applied by the multitask method as ``mtl.clip``
     says (default: the shared parameters' gradient only). deterministic: deterministic kernels.
@@ -164,6 +167,7 @@ class TrainingConfig:
     augment: AugmentSection = field(default_factory=AugmentSection)
     mtl: MTLSection = field(default_factory=MTLSection)
     loss: dict = field(default_factory=dict)
+    tardal: TarDALConfig = field(default_factory=TarDALConfig)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     epochs: int = 1

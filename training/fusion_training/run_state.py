@@ -9,7 +9,7 @@ import logging
 import math
 import random
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -102,18 +102,34 @@ def portable_path(path: str) -> str:
         return str(path)
 
 
+@dataclass(frozen=True)
+class Trainables:
+    """What a run's state holds besides the network: the optimizer and its schedule, the
+    multitask method, the float16 GradScaler (or None) and the criterion (TarDAL's critics, when
+    it has a ``state_dict``)."""
+
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    method: MultiTaskMethod
+    scaler: torch.amp.GradScaler | None
+    criterion: Any
+
+    def criterion_state(self) -> dict[str, Any] | None:
+        return self.criterion.state_dict() if hasattr(self.criterion, "state_dict") else None
+
+
 def load_run_state(
-    config: TrainingConfig,
-    core: torch.nn.Module,
-    model_cfg: ModelConfig,
-    optimizer: torch.optim.Optimizer,
-    scheduler,
-    method: MultiTaskMethod,
-    scaler: torch.amp.GradScaler | None,
+    config: TrainingConfig, core: torch.nn.Module, model_cfg: ModelConfig, parts: Trainables
 ) -> dict[str, Any]:
     """Restore a run from ``last_state.pt`` + ``last.pt`` into the model, optimizer, scheduler,
-    method, scaler and RNGs; returns the state (the loop's position). Refuses a state that does
-    not belong to this config."""
+    method, scaler, criterion and RNGs; returns the state (the loop's position). Refuses a state
+    that does not belong to this config."""
+    optimizer, scheduler, method, scaler = (
+        parts.optimizer,
+        parts.scheduler,
+        parts.method,
+        parts.scaler,
+    )
     out_dir = Path(config.output_dir)
     state_path, ckpt_path = out_dir / LAST_STATE, out_dir / LAST
     if not state_path.is_file():
@@ -146,6 +162,13 @@ def load_run_state(
     load_method_state(method, state["method"]["state"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
+    if (state.get("criterion") is None) != (parts.criterion_state() is None):
+        raise ValueError(
+            f"tardal.enabled: {config.tardal.enabled} but {state_path} was trained "
+            f"{'with' if state.get('criterion') is not None else 'without'} TarDAL's critics"
+        )
+    if state.get("criterion") is not None:
+        parts.criterion.load_state_dict(state["criterion"])
     set_rng_state(state["rng"])
     log.info("resumed from %s at step %d (epoch %d)", state_path, state["step"], state["epoch"])
     return state
@@ -163,13 +186,12 @@ class RunSaver:
         thermal_spec,
         info,
         best,
-        training: tuple,
+        parts: Trainables,
     ):
-        """``training`` is (optimizer, scheduler, method, scaler): what the state saves."""
         self.config, self.core, self.model_cfg = config, core, model_cfg
         self.class_names, self.thermal_spec, self.info = list(class_names), thermal_spec, info
         self.best = dict(best)
-        self.training = training
+        self.parts = parts
 
     def _improves(self, metrics: Mapping[str, float]) -> bool:
         ev = self.config.eval
@@ -184,7 +206,7 @@ class RunSaver:
         """Checkpoint the loop at this position (``last_eval_step == step``: ``metrics`` are
         this step's evaluation)."""
         info, cfg = self.info, self.config
-        optimizer, scheduler, method, scaler = self.training
+        parts = self.parts
         if info.enabled:  # the saved (and evaluated) BatchNorm statistics are rank 0's
             for buffer in self.core.buffers():
                 dist.broadcast(buffer, src=0)
@@ -221,10 +243,11 @@ class RunSaver:
                 "batch_in_epoch": batch_in_epoch,
                 "last_eval_step": last_eval_step,
                 "best": self.best,
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "method": {"name": method.name, "state": method_state(method)},
-                "scaler": scaler.state_dict() if scaler is not None else None,
+                "optimizer": parts.optimizer.state_dict(),
+                "scheduler": parts.scheduler.state_dict(),
+                "method": {"name": parts.method.name, "state": method_state(parts.method)},
+                "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
+                "criterion": parts.criterion_state(),
                 "rng": rng_state(),
             }
             partial = out / (LAST_STATE + ".partial")

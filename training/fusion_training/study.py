@@ -44,6 +44,8 @@ from fusion_training.trainer import Trainer
 
 # Bump when the held-apart evaluation changes: every cached result becomes stale.
 EVAL_VERSION = 1
+# Config sections added after runs were cached (left out of the fingerprint at their defaults).
+LATER_SECTIONS = ("tardal",)
 VIFB_METRICS = ("Qabf", "VIF", "SSIM", "MI", "AG", "SF", "EN", "SD", "SCD")
 VAL_FUSION_METRICS = ("Qabf", "SSIM", "MI", "AG")  # on the validation split (choosing λ)
 NIGHT_SCENES = 48  # the fixed synthetic night (and day) evaluation sets, same for every run
@@ -123,6 +125,7 @@ class Arm:
     best_lambda: bool = False
     blank: str | None = None  # the camera this model never sees (training and evaluation)
     sweep: bool = False  # a point of the weighted-sum λ sweep (the trade-off front)
+    options: tuple[tuple[str, Any], ...] = ()  # further config overrides (an option under test)
 
     @property
     def update_every(self) -> int:
@@ -191,9 +194,11 @@ class StudyRuns:
         seeds: Sequence[int],
         max_steps: int | None = None,
         eval_limit: int | None = None,
+        arms: Mapping[str, Arm] | None = None,
     ) -> None:
         self.root, self.seeds = root, tuple(seeds)
         self.max_steps, self.eval_limit = max_steps, eval_limit
+        self.arms = dict(arms or ARM_BY_NAME)
 
     def path(self, arm: str, seed: int) -> Path:
         return self.root / arm / f"seed{seed}.json"
@@ -222,10 +227,10 @@ class StudyRuns:
         if result is None:
             return None
         try:
-            lam = self.detection_weight(ARM_BY_NAME[arm], seed)
+            lam = self.detection_weight(self.arms[arm], seed)
         except ValueError:  # what it was derived from is gone or stale
             return None
-        config = self.config(ARM_BY_NAME[arm], seed, lam, Path("unused"), "cpu")
+        config = self.config(self.arms[arm], seed, lam, Path("unused"), "cpu")
         return result if result["fingerprint"] == self.fingerprint(config) else None
 
     def fingerprint(self, config: TrainingConfig) -> str:
@@ -312,6 +317,7 @@ def run_config(
         "progress": False,
         "log_every": 1,
         "output_dir": str(out),
+        **dict(arm.options),
     }
     if max_steps is not None:
         overrides |= {"max_steps": max_steps, "eval.every": 1}
@@ -324,6 +330,10 @@ def fingerprint(config: TrainingConfig, eval_limit: int | None = None) -> str:
     plain = config.to_dict()
     for key in ("output_dir", "device", "progress"):
         plain.pop(key)
+    defaults = TrainingConfig(model=config.model).to_dict()
+    for key in LATER_SECTIONS:  # at their defaults: the runs cached before them stay current
+        if plain[key] == defaults[key]:
+            plain.pop(key)
     plain["model"] = to_plain(config.model_config())
     plain["eval_version"] = EVAL_VERSION
     if eval_limit is not None:
@@ -391,6 +401,34 @@ class HeldApart:
             raise FileNotFoundError(f"study: held-apart LLVIP sample not found at {llvip}")
         self.llvip = build_dataset("llvip", llvip, split="train")
 
+    def llvip_sources(self) -> dict[str, dict[str, Any]]:
+        """The LLVIP pairs as the contrast metric reads them (luma, thermal, person boxes)."""
+        if not hasattr(self, "_llvip_sources"):
+            from fusion_perception.colour import rgb_to_ycbcr
+
+            items = [self.llvip[i] for i in range(self.limit or len(self.llvip))]
+            self._llvip_sources = {
+                item["image_id"]: {
+                    "rgb": item["rgb"],
+                    "visible": rgb_to_ycbcr(item["rgb"])[:, :, 0],
+                    "thermal": item["thermal"],
+                    "boxes": item["boxes"],
+                    "labels": item["labels"],
+                }
+                for item in items
+            }
+        return self._llvip_sources
+
+    def llvip_contrast(self, engine) -> dict[str, float]:
+        """Person contrast (`fusion_training.metrics.target_contrast`) of the fused LLVIP
+        night images against thermal's and visible's on the same boxes."""
+        from fusion_training.metrics.target_contrast import contrast_report
+
+        sources = self.llvip_sources()
+        fused = {n: engine.infer(s["rgb"], s["thermal"]).fused_luma for n, s in sources.items()}
+        person = list(self.llvip.class_names).index("person")
+        return contrast_report(fused, sources, classes=[person])
+
     def score(self, checkpoint: Path, config: TrainingConfig, blank: str | None, device: str):
         import numpy as np
 
@@ -419,6 +457,7 @@ class HeldApart:
         scores["llvip/person_AP50"] = float(result["detection"]["per_class"]["person"])
         scores["llvip/person_AP50_95"] = float(result["detection"]["per_class_50_95"]["person"])
         engine = FusionEngine(checkpoint, device=device)
+        scores |= {f"llvip/contrast_{k}": v for k, v in self.llvip_contrast(engine).items()}
         fused = {
             pair: engine.infer(rgb, ir.astype(np.float32) / 255.0).fused_luma
             for pair, (rgb, ir) in self.vifb.items()
@@ -463,6 +502,38 @@ def train_and_score(
     }
     runs.save(result)
     return result
+
+
+def rescore(
+    arms: Sequence[Arm],
+    runs: StudyRuns,
+    workdir: Path,
+    held: HeldApart,
+    device: str,
+    needed: str,
+) -> list[str]:
+    """Score the cached runs that lack the held-apart metric ``needed`` (added to the suite
+    after they ran) from their checkpoints in ``workdir``, without training: only when the run
+    folder's config.yaml has the cached result's fingerprint. Returns a line per run that could
+    not be rescored."""
+    missing = []
+    for arm, seed in [(arm, seed) for arm in arms for seed in runs.seeds]:
+        result = runs.current(arm.name, seed)
+        if result is None or needed in result["metrics"]:
+            continue
+        out = workdir / arm.name / f"seed{seed}"
+        config_path, checkpoint = out / "config.yaml", out / "last.pt"
+        if not (config_path.is_file() and checkpoint.is_file()):
+            missing.append(f"{arm.name} seed {seed}: no checkpoint in {out} to score {needed}")
+            continue
+        config = load_training_config(config_path)
+        if runs.fingerprint(config) != result["fingerprint"]:
+            missing.append(f"{arm.name} seed {seed}: {out} holds another run than the cached one")
+            continue
+        print(f"study: scoring {arm.name} seed {seed} for {needed}", flush=True)
+        result["metrics"] |= held.score(checkpoint, config, arm.blank, device)
+        runs.save(result)
+    return missing
 
 
 def run_study(

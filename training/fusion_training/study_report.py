@@ -96,14 +96,18 @@ class ArmSummary:
         }
 
 
-def summarize(results: Sequence[Mapping[str, Any]]) -> dict[str, ArmSummary]:
+def summarize(
+    results: Sequence[Mapping[str, Any]], known: Mapping[str, Any] | None = None
+) -> dict[str, ArmSummary]:
+    """Results by arm (``known``: the arms by name; default the multitask study's)."""
+    known = known or ARM_BY_NAME
     by_arm: dict[str, list[Mapping[str, Any]]] = {}
     for result in results:
         by_arm.setdefault(result["arm"], []).append(result)
     arms = {}
     for name, unsorted in by_arm.items():
         runs = sorted(unsorted, key=lambda r: r["seed"])
-        arm = ARM_BY_NAME[name]
+        arm = known[name]
         arms[name] = ArmSummary(
             name,
             arm.data,

@@ -65,10 +65,12 @@ from fusion_training.run_state import (
     LAST,
     LAST_STATE,
     RunSaver,
+    Trainables,
     as_saved,
     load_run_state,
     seed_everything,
 )
+from fusion_training.tardal import TargetAwareLoss
 
 __all__ = ["ExcludeObjectless", "FitResult", "Trainer", "batch_has_objects"]
 
@@ -197,6 +199,8 @@ class Trainer:
         self.model = core
         optimizer, scheduler = self._optimizer(core)
         criterion = UniFusODLoss(cfg.loss_weights())
+        if cfg.tardal.enabled:
+            criterion = TargetAwareLoss(criterion, cfg.tardal, device)
         amp = AmpSettings(cfg.amp and device.type == "cuda", getattr(torch, cfg.amp_dtype))
         scaler = (
             torch.amp.GradScaler("cuda") if amp.enabled and amp.dtype == torch.float16 else None
@@ -211,10 +215,11 @@ class Trainer:
         if cfg.amp and device.type != "cuda" and info.main:
             log.info("amp: autocast is only used on CUDA; training in float32 on %s", device)
 
+        parts = Trainables(optimizer, scheduler, method, scaler, criterion)
         position = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "last_eval_step": None}
         best = {"value": None, "step": None}
         if resume:
-            state = load_run_state(cfg, core, model_cfg, optimizer, scheduler, method, scaler)
+            state = load_run_state(cfg, core, model_cfg, parts)
             position = {k: state[k] for k in position}
             best = state["best"]
         elif (self.out_dir / LAST_STATE).is_file():
@@ -233,8 +238,7 @@ class Trainer:
         run_log = RunLogger(
             self.out_dir, info.main, cfg.log_every, position["step"] if resume else None
         )
-        training = (optimizer, scheduler, method, scaler)
-        saver = RunSaver(cfg, core, model_cfg, class_names, thermal_spec, info, best, training)
+        saver = RunSaver(cfg, core, model_cfg, class_names, thermal_spec, info, best, parts)
         eval_settings = EvalSettings(
             cfg.eval.score_threshold,
             cfg.eval.nms_threshold,

@@ -1,0 +1,89 @@
+"""The node's publishers and what each processed pair sends on them: detections, the fused image
+(with the RGB camera's CameraInfo restamped), the annotated image and the latched label map."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile
+from sensor_msgs.msg import CameraInfo, Image
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection2DArray, LabelInfo
+
+from fusion_perception.annotate import draw_detections
+from fusion_perception.live import ErrorLog
+from fusion_perception.pairing import Pair
+from fusion_perception.pipeline import FrameOutput
+from fusion_perception.ros.image_conversions import image_to_msg
+from fusion_perception.ros.messages import detections_to_msg, label_info_msg
+
+
+class FusionOutputs:
+    """Publishers alive while the node is configured. Images are only converted when someone
+    subscribes to them."""
+
+    def __init__(self, node: Node, params: dict[str, Any], errors: ErrorLog) -> None:
+        self.node, self.p, self.errors = node, params, errors
+        self.fused = node.create_publisher(Image, "~/fused/image", 2)
+        self.fused_info = node.create_publisher(CameraInfo, "~/fused/camera_info", 2)
+        self.detections = node.create_publisher(Detection2DArray, "~/detections", 10)
+        self.annotated = node.create_publisher(Image, "~/detections/image", 2)
+        latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self.label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
+        self.camera_info: CameraInfo | None = None  # the RGB camera's newest
+
+    def destroy(self) -> None:
+        for publisher in (
+            self.fused,
+            self.fused_info,
+            self.detections,
+            self.annotated,
+            self.label_info,
+        ):
+            self.node.destroy_publisher(publisher)
+
+    def publish_labels(self, class_names: list[str], threshold: float) -> None:
+        header = Header(stamp=self.node.get_clock().now().to_msg())
+        self.label_info.publish(label_info_msg(header, class_names, threshold))
+
+    def publish(self, header: Header, frame: FrameOutput, class_names: list[str]) -> None:
+        rgb, result = frame.rgb, frame.result
+        if self.p["publish.detections"]:
+            self.detections.publish(detections_to_msg(header, result.detections))
+        if self.p["publish.fused"] and self.fused.get_subscription_count() > 0:
+            if self.p["fused_encoding"] == "mono8":
+                self.fused.publish(image_to_msg(result.fused_luma, "mono8", header))
+            else:
+                self.fused.publish(image_to_msg(result.fused_bgr(rgb), "bgr8", header))
+            self._publish_camera_info(header, rgb.shape[1], rgb.shape[0])
+        if self.p["publish.annotated"] and self.annotated.get_subscription_count() > 0:
+            annotated = draw_detections(result.fused_rgb(rgb), result.detections, class_names)
+            self.annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
+
+    def _publish_camera_info(self, header: Header, width: int, height: int) -> None:
+        """The RGB camera's CameraInfo restamped for the fused image (same pixels, same model)."""
+        info = self.camera_info
+        if info is None:
+            return
+        if (info.width, info.height) != (width, height):
+            self.errors.report(
+                "camera_info_size",
+                f"camera_info is {info.width}x{info.height} but the RGB image is "
+                f"{width}x{height}: ~/fused/camera_info not published",
+            )
+            return
+        out = copy.copy(info)
+        out.header = header
+        self.fused_info.publish(out)
+
+
+def output_header(pair: Pair, rgb_frame_id: str | None) -> Header:
+    """Every output is in RGB pixels, so it carries the RGB camera's frame; in thermal_only
+    fallback (thermal registered into RGB pixels) with the thermal stamp."""
+    if pair.rgb is not None:
+        return pair.rgb.header
+    if rgb_frame_id is None:  # no RGB frame ever seen: the thermal grid is the only one
+        return pair.thermal.header
+    return Header(stamp=pair.thermal.header.stamp, frame_id=rgb_frame_id)
