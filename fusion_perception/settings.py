@@ -72,7 +72,8 @@ def add_flags(group: Any, cls: type, prefix: str, defaults: Any = None) -> None:
             type=None if meta["choices"] else kind,
             choices=meta["choices"] or None,
             default=None,
-            help=f"{meta['help']} ({prefix}.{spec.name}; default {default}{limits})",
+            help=f"{meta['help']} ({prefix}.{spec.name}; default "
+            f"{'off' if default is None else default}{limits})",
         )
 
 

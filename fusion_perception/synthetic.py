@@ -82,7 +82,9 @@ class Scene:
 
     rgb: uint8 HxWx3, RGB order. thermal_raw: uint16 HxW raw counts (0..16383).
     boxes: float32 [N, 5] (cx, cy, w, h, angle) in pixels. labels: int64 [N], indices into
-    class_names. is_night: whether the frame was rendered at night.
+    class_names. is_night: whether the frame was rendered at night. semantic: uint8 HxW, 0 for
+    background and k + 1 where an object of class k is drawn (every drawn pixel, also of objects
+    too small or hidden to get a box).
     """
 
     rgb: np.ndarray
@@ -91,6 +93,7 @@ class Scene:
     labels: np.ndarray
     class_names: tuple[str, ...]
     is_night: bool
+    semantic: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -703,6 +706,8 @@ class SceneGenerator:
         boxes, labels = self._boxes(world, order, ids, drawn)
         rgb = self._light_rgb(world, reflectance, headlights, lights, rng)
         raw = self._sense_thermal(world, thermal, rng)
+        # drawing rank + 1 -> class index + 1
+        classes = [0] + [self.classes.index(world.actors[i].kind) + 1 for i in order]
         return Scene(
             rgb=rgb,
             thermal_raw=raw,
@@ -710,6 +715,7 @@ class SceneGenerator:
             labels=labels,
             class_names=self.classes,
             is_night=world.is_night,
+            semantic=np.asarray(classes, np.uint8)[ids],
         )
 
     def _add_headlight(

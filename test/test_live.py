@@ -182,3 +182,42 @@ def test_bad_settings_are_named():
         SyncConfig(slop=2.0)
     with pytest.raises(ValueError, match=r"sync\.queue_size: must be an int"):
         SyncConfig(queue_size=2.5)
+
+
+def test_settings_become_flags_and_node_parameters_from_one_definition():
+    import argparse
+
+    from fusion_perception.cli.common import add_thermal_args, thermal_from_args
+    from fusion_perception.ros.params import SPECS
+    from fusion_perception.settings import add_flags, replace_from_flags
+
+    parser = argparse.ArgumentParser()
+    add_flags(parser, SyncConfig, "sync")
+    add_thermal_args(parser)
+    args = parser.parse_args(["--slop", "0.05", "--sync-mode", "exact"])
+    config = replace_from_flags(SyncConfig(), args, "sync")
+    assert (config.slop, config.mode, config.queue_size) == (0.05, "exact", 10)
+    with pytest.raises(ValueError, match=r"^--slop: 5\.0 is outside \[0\.0, 1\.0\]"):
+        replace_from_flags(SyncConfig(), parser.parse_args(["--slop", "5"]), "sync")
+    assert thermal_from_args(parser.parse_args([])) is None  # the checkpoint's scheme
+    chosen = thermal_from_args(parser.parse_args(["--normalization", "percentile", "--p-lo", "2"]))
+    assert chosen.normalizer().params == {
+        "p_lo": 2.0,
+        "p_hi": 99.0,
+        "ema": 0.9,
+        "nonfinite_fill": None,
+    }
+    for argv, message in (
+        (["--p-lo", "2"], "--p-lo: needs --normalization"),
+        (
+            ["--normalization", "minmax", "--range-lo", "1"],
+            "--range-lo: applies to --normalization",
+        ),
+        (["--normalization", "fixed_range", "--range-lo", "1"], "needs --range-lo and --range-hi"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            thermal_from_args(parser.parse_args(argv))
+    # the node's parameters carry the same defaults and ranges
+    assert SPECS["sync.queue_size"].default == SyncConfig().queue_size
+    assert (SPECS["sync.slop"].low, SPECS["sync.slop"].high) == (0.0, 1.0)
+    assert SPECS["thermal.normalization"].choices[0] == "checkpoint"

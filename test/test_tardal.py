@@ -149,7 +149,7 @@ def test_the_option_trains_from_the_config_resumes_and_is_checked(tmp_path):
     more = load_training_config(NANO, {**overrides, "max_steps": 3})
     assert Trainer(more).fit(resume=True).step == 3
     without = load_training_config(NANO, {**overrides, "tardal.enabled": False, "max_steps": 4})
-    with pytest.raises(ValueError, match="trained with TarDAL's critics"):
+    with pytest.raises(ValueError, match="trained with the loss TargetAwareLoss > UniFusODLoss"):
         Trainer(without).fit(resume=True)
     with pytest.raises(TrainingConfigError, match=r"tardal\.pixel must be a finite number"):
         load_training_config(NANO, {"tardal.pixel": -1.0})

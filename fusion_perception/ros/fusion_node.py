@@ -16,8 +16,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
-from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo
 
 from fusion_perception.live import ErrorLog, FrameStats
 from fusion_perception.pairing import STREAMS, Pair
@@ -25,8 +24,8 @@ from fusion_perception.pipeline import FrameError
 from fusion_perception.ros import diagnostics
 from fusion_perception.ros import params as node_params
 from fusion_perception.ros.configure import build_runtime
+from fusion_perception.ros.inputs import CameraInputs
 from fusion_perception.ros.outputs import FusionOutputs, output_header
-from fusion_perception.ros.qos import watch_subscription
 from fusion_perception.ros.spin import spin_node
 
 TUNABLE = ("score_threshold", "nms_threshold", "max_detections")  # settable at run time
@@ -50,7 +49,7 @@ class FusionNode(LifecycleNode):
         self.outputs: FusionOutputs | None = None
         self.state = "unconfigured"
         self._configure_error = ""
-        self._inputs: list[Any] = []  # subscriptions, alive while active
+        self.inputs: CameraInputs | None = None  # subscriptions, alive while active
         self._running = False
         self._worker: threading.Thread | None = None
         logger = self.get_logger()
@@ -86,7 +85,9 @@ class FusionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        self._create_subscriptions()
+        self.inputs = CameraInputs(
+            self, self.p, self._on_image, self._on_lost, self._on_camera_info
+        )
         engine = self.runtime.engine
         self.outputs.publish_labels(engine.class_names, engine.score_threshold)
         self.runtime.live.reset()
@@ -131,9 +132,9 @@ class FusionNode(LifecycleNode):
         if self._worker is not None and self._worker.is_alive():
             self._worker.join(timeout=5.0)
         self._worker = None
-        for subscription in self._inputs:
-            self.destroy_subscription(subscription)
-        self._inputs = []
+        if self.inputs is not None:
+            self.inputs.destroy()
+        self.inputs = None
         if self.runtime is not None:
             self.runtime.live.reset()
 
@@ -145,70 +146,6 @@ class FusionNode(LifecycleNode):
 
             del runtime
             torch.cuda.empty_cache()
-
-    def _qos(self, stream: str) -> QoSProfile:
-        reliability = self.p[f"{stream}_qos.reliability"]
-        return QoSProfile(
-            depth=self.p[f"{stream}_qos.depth"],
-            reliability=ReliabilityPolicy.RELIABLE
-            if reliability == "reliable"
-            else ReliabilityPolicy.BEST_EFFORT,
-        )
-
-    def _create_subscriptions(self) -> None:
-        types = {
-            stream: CompressedImage if self.p[f"{stream}_compressed"] else Image
-            for stream in STREAMS
-        }
-        if self.p["sync.backend"] == "message_filters":
-            self._create_synchronizer(types)
-        else:
-            for stream, msg_type in types.items():
-                qos, topic = self._qos(stream), self.p[f"{stream}_topic"]
-                self._inputs.append(
-                    self.create_subscription(
-                        msg_type,
-                        topic,
-                        lambda msg, s=stream: self._on_image(s, msg),
-                        qos,
-                        event_callbacks=watch_subscription(
-                            self, topic, qos, lambda n, s=stream: self._on_lost(s, n)
-                        ),
-                    )
-                )
-        self._inputs.append(
-            self.create_subscription(
-                CameraInfo,
-                node_params.camera_info_topic(self.p),
-                self._on_camera_info,
-                self._qos("rgb"),
-            )
-        )
-
-    def _create_synchronizer(self, types: dict[str, type]) -> None:
-        """message_filters pairs the streams; each matched pair then goes through the builtin
-        engine too (same slop, so it pairs them alike), which keeps the counters and diagnostics."""
-        import message_filters  # checked at configure
-
-        subscribers = [
-            message_filters.Subscriber(
-                self, msg_type, self.p[f"{stream}_topic"], qos_profile=self._qos(stream)
-            )
-            for stream, msg_type in types.items()
-        ]
-        if self.p["sync.mode"] == "exact":
-            synchronizer = message_filters.TimeSynchronizer(subscribers, self.p["sync.queue_size"])
-        else:
-            synchronizer = message_filters.ApproximateTimeSynchronizer(
-                subscribers, self.p["sync.queue_size"], self.p["sync.slop"]
-            )
-        synchronizer.registerCallback(self._on_synced_pair)
-        self._synchronizer = synchronizer  # message_filters keeps no reference of its own
-        self._inputs += [subscriber.sub for subscriber in subscribers]
-
-    def _on_synced_pair(self, rgb: Any, thermal: Any) -> None:
-        self._on_image("rgb", rgb)
-        self._on_image("thermal", thermal)
 
     def _destroy_publishers(self) -> None:
         if self.outputs is not None:

@@ -2,7 +2,8 @@
 
 :class:`PairedAugment` maps a dataset item (``rgb`` uint8 HxWx3, ``thermal`` float32 HxW in
 [0, 1], ``boxes`` float32 [N, 5] (cx, cy, w, h, angle), ``labels`` int64 [N]) to a new item of
-``output_size``; other keys (``image_id``, ``labelled``) pass through unchanged. In this order:
+``output_size``; an optional ``semantic`` class map (uint8 HxW) follows the geometry; other keys
+(``image_id``, ``labelled``) pass through unchanged. In this order:
 
 1. geometry, shared by both images and the boxes: random resized crop, horizontal flip, then
    resize (letterbox by default) to the input size. It is one integer crop, one flip, one resize
@@ -264,8 +265,19 @@ def apply_geometry(item: Item, plan: GeometryPlan, config: AugmentConfig) -> Ite
         config.min_visible,
         config.min_size,
     )
+    extra = {}
+    if "semantic" in item:  # class per pixel: the same geometry, nearest neighbour, 0 padding
+        semantic = item["semantic"][y0 : y0 + ch, x0 : x0 + cw]
+        semantic = semantic[:, ::-1] if plan.flip else semantic
+        semantic = cv2.resize(
+            np.ascontiguousarray(semantic), plan.resized, interpolation=cv2.INTER_NEAREST
+        )
+        extra["semantic"] = cv2.copyMakeBorder(
+            semantic, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0
+        )
     return {
         **item,
+        **extra,
         "rgb": np.array(rgb, dtype=np.uint8, order="C"),
         "thermal": np.array(thermal, dtype=np.float32, order="C"),
         "boxes": boxes,

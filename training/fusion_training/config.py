@@ -32,6 +32,7 @@ from fusion_perception.schema import (
 )
 from fusion_training.losses import LossWeights
 from fusion_training.tardal import TarDALConfig
+from fusion_training.tsjnet import TSJNetConfig
 
 __all__ = [
     "AugmentSection",
@@ -147,7 +148,9 @@ class TrainingConfig:
     the network trains at. thermal_normalization: the scheme applied to raw thermal and recorded in
     the checkpoint (null = the dataset's default). loss: `fusion_training.losses.LossWeights`
     fields. tardal: TarDAL's target-aware pixel and adversarial terms in the fusion loss
-    (`fusion_training.tardal.TarDALConfig`; off by default). epochs / max_steps: stop at
+    (`fusion_training.tardal.TarDALConfig`; off by default). tsjnet: TSJNet's semantic guidance
+    of the fusion path by a segmenter trained on the synthetic class maps
+    (`fusion_training.tsjnet.TSJNetConfig`; off by default). epochs / max_steps: stop at
     whichever comes first. amp: autocast on CUDA (ignored on
     CPU) in ``amp_dtype``; float16 needs a GradScaler, so only the weighted_sum method allows it.
     grad_clip: max gradient norm (null = off), applied by the multitask method as ``mtl.clip``
@@ -168,6 +171,7 @@ class TrainingConfig:
     mtl: MTLSection = field(default_factory=MTLSection)
     loss: dict = field(default_factory=dict)
     tardal: TarDALConfig = field(default_factory=TarDALConfig)
+    tsjnet: TSJNetConfig = field(default_factory=TSJNetConfig)
     optimizer: OptimizerSection = field(default_factory=OptimizerSection)
     scheduler: SchedulerSection = field(default_factory=SchedulerSection)
     epochs: int = 1

@@ -117,6 +117,14 @@ class Trainables:
     def criterion_state(self) -> dict[str, Any] | None:
         return self.criterion.state_dict() if hasattr(self.criterion, "state_dict") else None
 
+    def criterion_kind(self) -> str:
+        """The criterion's layers, outermost first (e.g. "SemanticGuidanceLoss > UniFusODLoss")."""
+        names, layer = [], self.criterion
+        while layer is not None:
+            names.append(type(layer).__name__)
+            layer = getattr(layer, "base", None)
+        return " > ".join(names)
+
 
 def load_run_state(
     config: TrainingConfig, core: torch.nn.Module, model_cfg: ModelConfig, parts: Trainables
@@ -162,10 +170,11 @@ def load_run_state(
     load_method_state(method, state["method"]["state"])
     if scaler is not None and state.get("scaler"):
         scaler.load_state_dict(state["scaler"])
-    if (state.get("criterion") is None) != (parts.criterion_state() is None):
+    kind = state.get("criterion_kind", "UniFusODLoss")
+    if kind != parts.criterion_kind():
         raise ValueError(
-            f"tardal.enabled: {config.tardal.enabled} but {state_path} was trained "
-            f"{'with' if state.get('criterion') is not None else 'without'} TarDAL's critics"
+            f"tardal.enabled / tsjnet.enabled: {state_path} was trained with the loss {kind}, "
+            f"this config makes {parts.criterion_kind()} (their training-only networks differ)"
         )
     if state.get("criterion") is not None:
         parts.criterion.load_state_dict(state["criterion"])
@@ -248,6 +257,7 @@ class RunSaver:
                 "method": {"name": parts.method.name, "state": method_state(parts.method)},
                 "scaler": parts.scaler.state_dict() if parts.scaler is not None else None,
                 "criterion": parts.criterion_state(),
+                "criterion_kind": parts.criterion_kind(),
                 "rng": rng_state(),
             }
             partial = out / (LAST_STATE + ".partial")

@@ -32,6 +32,11 @@ OPTIONS: tuple[tuple[Arm, str], ...] = (
         "TarDAL (§3): saliency-weighted pixel loss + target and detail critics (WGAN-div), "
         "target masks from the training boxes; α = 20, β = 0.1",
     ),
+    (
+        Arm("real_tsjnet", "real", "weighted_sum", 0.4, options=(("tsjnet.enabled", True),)),
+        "TSJNet (§2): a segmenter on the fused image, trained on the synthetic class maps, whose "
+        "cross-entropy guides the fusion path (weight 1); the real pairs carry no class maps",
+    ),
 )
 ARMS = {BASELINE.name: BASELINE, **{arm.name: arm for arm, _ in OPTIONS}}
 CONTRAST = "llvip/contrast_fused"

@@ -45,7 +45,7 @@ from fusion_training.trainer import Trainer
 # Bump when the held-apart evaluation changes: every cached result becomes stale.
 EVAL_VERSION = 1
 # Config sections added after runs were cached (left out of the fingerprint at their defaults).
-LATER_SECTIONS = ("tardal",)
+LATER_SECTIONS = ("tardal", "tsjnet")
 VIFB_METRICS = ("Qabf", "VIF", "SSIM", "MI", "AG", "SF", "EN", "SD", "SCD")
 VAL_FUSION_METRICS = ("Qabf", "SSIM", "MI", "AG")  # on the validation split (choosing λ)
 NIGHT_SCENES = 48  # the fixed synthetic night (and day) evaluation sets, same for every run

@@ -71,6 +71,7 @@ from fusion_training.run_state import (
     seed_everything,
 )
 from fusion_training.tardal import TargetAwareLoss
+from fusion_training.tsjnet import SemanticGuidanceLoss
 
 __all__ = ["ExcludeObjectless", "FitResult", "Trainer", "batch_has_objects"]
 
@@ -201,6 +202,8 @@ class Trainer:
         criterion = UniFusODLoss(cfg.loss_weights())
         if cfg.tardal.enabled:
             criterion = TargetAwareLoss(criterion, cfg.tardal, device)
+        if cfg.tsjnet.enabled:
+            criterion = SemanticGuidanceLoss(criterion, cfg.tsjnet, len(class_names), device)
         amp = AmpSettings(cfg.amp and device.type == "cuda", getattr(torch, cfg.amp_dtype))
         scaler = (
             torch.amp.GradScaler("cuda") if amp.enabled and amp.dtype == torch.float16 else None

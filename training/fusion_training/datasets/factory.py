@@ -80,7 +80,8 @@ def collate(batch: Sequence[Item]) -> dict[str, Any]:
 
     Returns ``rgb`` float32 [B, 3, H, W] in [0, 1], ``thermal`` float32 [B, 1, H, W] in [0, 1],
     ``targets`` a list of {"boxes": float32 [N_i, 5], "labels": int64 [N_i], "labelled": bool
-    0-dim tensor} and ``image_ids``. ``labelled`` is a tensor so targets move to a device as a
+    0-dim tensor, and ``semantic`` int64 [H, W] for items that carry a class map} and
+    ``image_ids``. ``labelled`` is a tensor so targets move to a device as a
     whole; an item without the key counts as labelled. Tensors are on the CPU; the trainer
     moves them to its device.
     """
@@ -107,6 +108,11 @@ def collate(batch: Sequence[Item]) -> dict[str, Any]:
             "boxes": torch.as_tensor(item["boxes"], dtype=torch.float32).reshape(-1, 5),
             "labels": torch.as_tensor(item["labels"], dtype=torch.int64).reshape(-1),
             "labelled": torch.tensor(bool(item.get("labelled", True))),
+            **(
+                {"semantic": torch.from_numpy(item["semantic"].astype(np.int64))}
+                if "semantic" in item
+                else {}
+            ),
         }
         for item in batch
     ]

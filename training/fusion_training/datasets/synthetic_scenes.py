@@ -75,5 +75,6 @@ class SyntheticDataset(Dataset):
             "labels": scene.labels,
             "image_id": f"synthetic_{self.generator.seed}_{index:06d}",
             "labelled": True,
+            "semantic": scene.semantic,  # 0 background, k + 1 class k (TSJNet's guidance)
         }
         return self.transform(item) if self.transform is not None else item
