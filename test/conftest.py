@@ -74,3 +74,17 @@ def node_checkpoint(tmp_path_factory) -> Path:
     args = [str(REPO / "config" / "models" / "nano.yaml"), str(out), "--classes", "person,car"]
     assert fusion_init([*args, "--size", "320x256"]) == 0
     return out
+
+
+def few_steps(out: Path, **overrides) -> dict:
+    """Overrides of a training recipe for a 2-step CPU run on 8 synthetic scenes into ``out``."""
+    return {
+        "dataset.train": {"length": 8, "seed": 0},
+        "dataset.val": None,
+        "max_steps": 2,
+        "batch_size": 4,
+        "device": "cpu",
+        "progress": False,
+        "output_dir": str(out),
+        **overrides,
+    }

@@ -199,3 +199,32 @@ def test_study_rejects_bad_arguments(tmp_path, capsys, argv, message):
         main(["--out", str(tmp_path), *argv])
     assert stop.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_seed_extension_report_calls_an_effect_only_beyond_the_seed_sd():
+    from fusion_training.seed_extensions import BASELINE, OPTIONS, effect, render
+
+    def arm(name, contrast, qabf):
+        per_seed = {
+            s: {"llvip/contrast_fused": c, "vifb/Qabf": q}
+            for s, (c, q) in enumerate(zip(contrast, qabf, strict=True))
+        }
+        return ArmSummary(
+            name, "real", "weighted_sum", True, None, list(per_seed), [0.4] * 3, per_seed, {}
+        )
+
+    base = arm(BASELINE.name, [0.10, 0.11, 0.12], [0.670, 0.671, 0.672])
+    option = arm(OPTIONS[0][0].name, [0.20, 0.21, 0.22], [0.669, 0.671, 0.673])
+    assert effect(option, base, "llvip/contrast_fused", True) == "helps"
+    assert effect(option, base, "vifb/Qabf", True) == "no difference"
+    assert effect(base, option, "llvip/contrast_fused", True) == "hurts"
+    assert effect(option, base, "night/mAP50", True) == "–"
+    text = render(
+        {a.name: a for a in (base, option)},
+        ["real_tsjnet seed 0: not run yet"],
+        {"thermal": 0.3, "visible": 0.05},
+    )
+    assert (
+        "| LLVIP person contrast, fused | 0.110 ± 0.010 | 0.210 ± 0.010 | – | helps | – |" in text
+    )
+    assert "thermal 0.300, visible 0.050" in text and "- real_tsjnet seed 0: not run yet" in text

@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
+from conftest import few_steps
 from fusion_training.config import TrainingConfigError, load_training_config
 from fusion_training.losses import UniFusODLoss
 from fusion_training.tardal import (
@@ -128,17 +129,7 @@ def test_gradients_reach_the_critics_only_through_their_own_step():
 
 
 def test_the_option_trains_from_the_config_resumes_and_is_checked(tmp_path):
-    overrides = {
-        "tardal.enabled": True,
-        "tardal.critic_width": 4,
-        "dataset.train": {"length": 8, "seed": 0},
-        "dataset.val": None,
-        "max_steps": 2,
-        "batch_size": 4,
-        "device": "cpu",
-        "progress": False,
-        "output_dir": str(tmp_path / "run"),
-    }
+    overrides = few_steps(tmp_path / "run", **{"tardal.enabled": True, "tardal.critic_width": 4})
     config = load_training_config(NANO, overrides)
     result = Trainer(config).fit()
     assert result.step == 2

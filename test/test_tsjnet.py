@@ -12,6 +12,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "training"))
 
+from conftest import few_steps
 from fusion_training.augment import AugmentConfig, PairedAugment
 from fusion_training.config import TrainingConfigError, load_training_config
 from fusion_training.datasets import SyntheticDataset, collate
@@ -85,18 +86,10 @@ def test_the_guidance_trains_the_fusion_path_and_the_segmenter_only_through_its_
 
 
 def test_the_option_trains_from_the_config_with_tardal_and_resumes(tmp_path):
-    overrides = {
-        "tsjnet.enabled": True,
-        "tardal.enabled": True,
-        "tardal.critic_width": 4,
-        "dataset.train": {"length": 8, "seed": 0},
-        "dataset.val": None,
-        "max_steps": 2,
-        "batch_size": 4,
-        "device": "cpu",
-        "progress": False,
-        "output_dir": str(tmp_path / "run"),
-    }
+    overrides = few_steps(
+        tmp_path / "run",
+        **{"tsjnet.enabled": True, "tardal.enabled": True, "tardal.critic_width": 4},
+    )
     assert Trainer(load_training_config(NANO, overrides)).fit().step == 2
     state = torch.load(tmp_path / "run" / "last_state.pt", weights_only=False)
     assert state["criterion_kind"] == "SemanticGuidanceLoss > TargetAwareLoss > UniFusODLoss"

@@ -30,7 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fusion_perception.boxes import enclosing_xyxy
-from fusion_training.losses import LossOutput, UniFusODLoss, luminance
+from fusion_training.auxiliary import AuxiliaryLoss
+from fusion_training.losses import luminance
 
 __all__ = [
     "Critic",
@@ -156,15 +157,16 @@ def target_masks(targets: Sequence[Mapping[str, Tensor]], height: int, width: in
 # ----------------------------------------------------------------------------- the loss
 
 
-class TargetAwareLoss:
+class TargetAwareLoss(AuxiliaryLoss):
     """UniFusOD's loss plus TarDAL's pixel and adversarial terms in the fusion task; owns the two
-    critics and their optimizer (``state_dict`` / ``load_state_dict`` for resuming)."""
+    critics and their optimizer."""
 
-    def __init__(self, base: UniFusODLoss, config: TarDALConfig, device: torch.device) -> None:
-        self.base, self.config = base, config
-        self.weights = base.weights
+    def __init__(self, base: Any, config: TarDALConfig, device: torch.device) -> None:
+        super().__init__(base)
+        self.config = config
         self.target_critic = Critic(config.critic_width).to(device)
         self.detail_critic = Critic(config.critic_width).to(device)
+        self.networks = {"target_critic": self.target_critic, "detail_critic": self.detail_critic}
         critic_params = [*self.target_critic.parameters(), *self.detail_critic.parameters()]
         self.optimizer = torch.optim.Adam(critic_params, lr=config.critic_lr, betas=(0.5, 0.999))
 
@@ -183,55 +185,17 @@ class TargetAwareLoss:
         k, p = self.config.penalty_k, self.config.penalty_p
         with torch.enable_grad():
             (t_real, t_fake), (d_real, d_fake) = self._samples(fused.detach(), rgb, thermal, masks)
-            loss = critic_loss(self.target_critic, t_real, t_fake, k, p) + critic_loss(
-                self.detail_critic, d_real, d_fake, k, p
-            )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return loss.detach()
+            loss = critic_loss(self.target_critic, t_real, t_fake, k, p)
+            loss = loss + critic_loss(self.detail_critic, d_real, d_fake, k, p)
+            return self.step_apart(loss)
 
-    def __call__(
-        self,
-        model: nn.Module,
-        out: Mapping[str, Tensor],
-        rgb: Tensor,
-        thermal: Tensor,
-        targets: Sequence[Mapping[str, Tensor]],
-    ) -> LossOutput:
-        loss = self.base(model, out, rgb, thermal, targets)
-        cfg = self.config
-        with torch.autocast(rgb.device.type, enabled=False):
-            fused = out["fused"].float()
-            masks = target_masks(targets, fused.shape[-2], fused.shape[-1]).to(fused.device)
-            terms = dict(loss.terms)
-            if model.training and torch.is_grad_enabled():
-                terms["tardal_critic"] = self.critic_step(fused, rgb, thermal, masks)
-            pixel = saliency_pixel_loss(fused, luminance(rgb), thermal.float())
-            for critic in self.critics():
-                critic.requires_grad_(False)
-            try:
-                (_, t_fake), (_, d_fake) = self._samples(fused, rgb, thermal, masks)
-                adversarial = -self.target_critic(t_fake).mean() - self.detail_critic(d_fake).mean()
-            finally:
-                for critic in self.critics():
-                    critic.requires_grad_(True)
-        extra = cfg.pixel * pixel + cfg.adversarial * adversarial
-        lam = self.weights.detection_weight
+    def term(self, fused, rgb, thermal, targets, terms, train) -> Tensor:
+        masks = target_masks(targets, fused.shape[-2], fused.shape[-1]).to(fused.device)
+        if train:
+            terms["tardal_critic"] = self.critic_step(fused, rgb, thermal, masks)
+        pixel = saliency_pixel_loss(fused, luminance(rgb), thermal.float())
+        with self.frozen():
+            (_, t_fake), (_, d_fake) = self._samples(fused, rgb, thermal, masks)
+            adversarial = -self.target_critic(t_fake).mean() - self.detail_critic(d_fake).mean()
         terms.update(tardal_pixel=pixel, tardal_adversarial=adversarial)
-        terms["fusion"] = loss.terms["fusion"] + extra
-        terms["total"] = loss.terms["total"] + (1.0 - lam) * extra
-        tasks = {**loss.tasks, "fusion": loss.tasks["fusion"] + (1.0 - lam) * extra}
-        return LossOutput(tasks=tasks, terms=terms)
-
-    def state_dict(self) -> dict[str, Any]:
-        return {
-            "target_critic": self.target_critic.state_dict(),
-            "detail_critic": self.detail_critic.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.target_critic.load_state_dict(state["target_critic"])
-        self.detail_critic.load_state_dict(state["detail_critic"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        return self.config.pixel * pixel + self.config.adversarial * adversarial

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fusion_training.losses import LossOutput
+from fusion_training.auxiliary import AuxiliaryLoss
 
 __all__ = ["SemanticGuidanceLoss", "SemanticHead", "TSJNetConfig", "semantic_targets"]
 
@@ -80,72 +80,37 @@ def semantic_targets(targets: Sequence[Mapping[str, Tensor]]) -> tuple[list[int]
     return index, torch.stack([targets[i]["semantic"] for i in index])
 
 
-class SemanticGuidanceLoss:
+class SemanticGuidanceLoss(AuxiliaryLoss):
     """A criterion plus TSJNet's guidance term in the fusion task; owns the segmenter and its
-    optimizer (``state_dict`` / ``load_state_dict`` for resuming). Composes with
-    `fusion_training.tardal.TargetAwareLoss` (either may wrap the other)."""
+    optimizer. Composes with `fusion_training.tardal.TargetAwareLoss` (either may wrap the
+    other)."""
 
     def __init__(
         self, base: Any, config: TSJNetConfig, num_classes: int, device: torch.device
     ) -> None:
-        self.base, self.config = base, config
-        self.weights = base.weights
+        super().__init__(base)
+        self.config = config
         self.head = SemanticHead(num_classes, config.head_width).to(device)
+        self.networks = {"head": self.head}
         self.optimizer = torch.optim.Adam(self.head.parameters(), lr=config.head_lr)
 
     def head_step(self, fused: Tensor, maps: Tensor) -> Tensor:
         """One optimizer step of the segmenter on the detached fused images; its loss."""
+        self.head.train()
         with torch.enable_grad():
-            loss = F.cross_entropy(self.head(fused.detach()), maps)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-        return loss.detach()
+            return self.step_apart(F.cross_entropy(self.head(fused.detach()), maps))
 
-    def __call__(
-        self,
-        model: nn.Module,
-        out: Mapping[str, Tensor],
-        rgb: Tensor,
-        thermal: Tensor,
-        targets: Sequence[Mapping[str, Tensor]],
-    ) -> LossOutput:
-        loss = self.base(model, out, rgb, thermal, targets)
+    def term(self, fused, rgb, thermal, targets, terms, train) -> Tensor:
         index, maps = semantic_targets(targets)
-        terms = dict(loss.terms)
+        zero = fused.new_zeros(())
+        terms.update(tsjnet_guidance=zero, tsjnet_head=zero)
         if maps is None:  # no class map in this batch (real pairs only): nothing to guide
-            zero = out["fused"].new_zeros(()).float()
-            terms.update(tsjnet_guidance=zero, tsjnet_head=zero)
-            return LossOutput(tasks=loss.tasks, terms=terms)
-        with torch.autocast(rgb.device.type, enabled=False):
-            fused = out["fused"].float()[index]
-            maps = maps.to(fused.device)
-            terms["tsjnet_head"] = fused.new_zeros(())
-            if model.training and torch.is_grad_enabled():
-                self.head.train()
-                terms["tsjnet_head"] = self.head_step(fused, maps)
-            self.head.eval()  # the guidance reads the segmenter as it is (BN statistics kept)
-            self.head.requires_grad_(False)
-            try:
-                guidance = F.cross_entropy(self.head(fused), maps)
-            finally:
-                self.head.requires_grad_(True)
-        extra = self.config.weight * guidance
-        lam = self.weights.detection_weight
+            return zero
+        fused, maps = fused[index], maps.to(fused.device)
+        if train:
+            terms["tsjnet_head"] = self.head_step(fused, maps)
+        self.head.eval()  # the guidance reads the segmenter as it is (BN statistics kept)
+        with self.frozen():
+            guidance = F.cross_entropy(self.head(fused), maps)
         terms["tsjnet_guidance"] = guidance
-        terms["fusion"] = loss.terms["fusion"] + extra
-        terms["total"] = loss.terms["total"] + (1.0 - lam) * extra
-        tasks = {**loss.tasks, "fusion": loss.tasks["fusion"] + (1.0 - lam) * extra}
-        return LossOutput(tasks=tasks, terms=terms)
-
-    def state_dict(self) -> dict[str, Any]:
-        state = {"head": self.head.state_dict(), "optimizer": self.optimizer.state_dict()}
-        if hasattr(self.base, "state_dict"):
-            state["base"] = self.base.state_dict()
-        return state
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.head.load_state_dict(state["head"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        if "base" in state:
-            self.base.load_state_dict(state["base"])
+        return self.config.weight * guidance
