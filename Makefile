@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ROS_ENV := source tools/ros_env.sh
 
-.PHONY: setup test demo bench study lint format clean
+.PHONY: setup test demo bench study extensions lint format clean
 
 setup:
 	@tools/setup_venv.sh
@@ -21,6 +21,10 @@ bench: setup
 study: setup
 	@$(ROS_ENV) && { test -f data/real_pairs/manifest.yaml || $(VENV)/bin/fusion-prepare-real --out data/real_pairs; } \
 		&& $(PY) -m fusion_training.study --out docs $(STUDY_ARGS)
+
+extensions: setup
+	@$(ROS_ENV) && { test -f data/real_pairs/manifest.yaml || $(VENV)/bin/fusion-prepare-real --out data/real_pairs; } \
+		&& $(PY) -m fusion_training.seed_extensions --out docs $(STUDY_ARGS)
 
 lint: setup
 	@$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .

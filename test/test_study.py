@@ -137,6 +137,12 @@ def test_tiny_study_trains_caches_resumes_and_reports(tmp_path, held_apart, caps
     ws = [study.ARM_BY_NAME["ws_0.40"]]
     assert study.rescore(ws, cached, runs, held, "cpu", "llvip/contrast_fused") == []
     assert "llvip/contrast_fused" in json.loads(stale.read_text())["metrics"]
+    from fusion_training.seed_extensions import draw_pair
+
+    picture = tmp_path / "pair.png"
+    assert draw_pair(held, runs, picture, ["ws_0.40", "not_trained"])
+    assert picture.stat().st_size > 10_000
+    assert not draw_pair(held, runs, tmp_path / "none.png", ["not_trained"])
     (runs / "ws_0.40" / "seed0" / "last.pt").unlink()
     del result["metrics"]["vifb/AG"]
     stale.write_text(json.dumps(result))
@@ -225,6 +231,7 @@ def test_seed_extension_report_calls_an_effect_only_beyond_the_seed_sd():
         {"thermal": 0.3, "visible": 0.05},
     )
     assert (
-        "| LLVIP person contrast, fused | 0.110 ± 0.010 | 0.210 ± 0.010 | – | helps | – |" in text
+        "| LLVIP person contrast, fused | 0.110 ± 0.010 | 0.210 ± 0.010 | – | +0.100 (helps) | – |"
+        in text
     )
     assert "thermal 0.300, visible 0.050" in text and "- real_tsjnet seed 0: not run yet" in text

@@ -65,7 +65,19 @@ def effect(option: ArmSummary, base: ArmSummary, key: str, larger_better: bool) 
     return "helps" if (delta > 0) == larger_better else "hurts"
 
 
-def render(arms: Mapping[str, ArmSummary], left: Sequence[str], reference: Mapping) -> str:
+def _versus(option: ArmSummary, base: ArmSummary, key: str, larger_better: bool) -> str:
+    verdict = effect(option, base, key, larger_better)
+    if verdict == "–":
+        return verdict
+    return f"{option.mean[key] - base.mean[key]:+.3f} ({verdict})"
+
+
+def render(
+    arms: Mapping[str, ArmSummary],
+    left: Sequence[str],
+    reference: Mapping,
+    figure: str | None = None,
+) -> str:
     base = arms.get(BASELINE.name)
     lines = [
         "# Seed extensions on held-apart real data",
@@ -93,10 +105,12 @@ def render(arms: Mapping[str, ArmSummary], left: Sequence[str], reference: Mappi
         cells = [_pm(base, key) if base else "–"]
         cells += [_pm(arms[a.name], key) if a.name in arms else "–" for a, _ in OPTIONS]
         cells += [
-            effect(arms[a.name], base, key, larger) if a.name in arms and base else "–"
+            _versus(arms[a.name], base, key, larger) if a.name in arms and base else "–"
             for a, _ in OPTIONS
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    if figure is not None:
+        lines += ["", f"![LLVIP night pair, seed 0 of each arm]({figure})"]
     lines += ["", "## Options", ""]
     for arm, description in OPTIONS:
         seeds = arms[arm.name].seeds if arm.name in arms else []
@@ -108,6 +122,41 @@ def render(arms: Mapping[str, ArmSummary], left: Sequence[str], reference: Mappi
     if left:
         lines += ["", "Not run yet:", *[f"- {line}" for line in left]]
     return "\n".join(lines) + "\n"
+
+
+def draw_pair(held: HeldApart, workdir: Path, path: Path, names: Sequence[str]) -> bool:
+    """One LLVIP night pair (the first of the sample) as each arm's seed-0 model fuses it, with
+    the person boxes, beside thermal and visible; False when no seed-0 checkpoint is at hand."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fusion_perception.engine import FusionEngine
+
+    checkpoints = {n: workdir / n / "seed0" / "last.pt" for n in names}
+    checkpoints = {n: c for n, c in checkpoints.items() if c.is_file()}
+    if not checkpoints:
+        return False
+    name, source = next(iter(held.llvip_sources().items()))
+    panels = {"thermal": source["thermal"], "visible": source["visible"]}
+    for arm, checkpoint in checkpoints.items():
+        engine = FusionEngine(checkpoint, device="cpu")
+        panels[f"fused: {arm}"] = engine.infer(source["rgb"], source["thermal"]).fused_luma
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
+    for axis, (title, image) in zip(axes, panels.items(), strict=True):
+        axis.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype.kind == "u" else 1)
+        for cx, cy, w, h, _ in source["boxes"]:
+            axis.add_patch(
+                plt.Rectangle((cx - w / 2, cy - h / 2), w, h, fill=False, color="lime", lw=0.8)
+            )
+        axis.set_title(title, fontsize=8)
+        axis.axis("off")
+    figure.suptitle(f"LLVIP {name} (held apart), person boxes in green", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -147,8 +196,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         values = [v for v in values if study.finite(v)]
         if values:
             reference[what] = values[0]  # the sources' contrast: the same for every run
+    picture = args.out / "seed_extensions.png"
+    drawn = draw_pair(held, args.workdir, picture, [BASELINE.name, *(a.name for a, _ in OPTIONS)])
     path = args.out / "seed_extensions.md"
-    path.write_text(render(summaries, left, reference), encoding="utf-8")
+    text = render(summaries, left, reference, picture.name if drawn else None)
+    path.write_text(text, encoding="utf-8")
     print(f"seed-extensions: {path} from {len(results)} runs")
     return 0
 
