@@ -109,6 +109,29 @@ def render(
             for a, _ in OPTIONS
         ]
         lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += ["", "## Verdict", ""]
+    if base and "llvip/contrast_fused_to_thermal" in base.mean:
+        kept = base.mean["llvip/contrast_fused_to_thermal"]
+        lines.append(
+            f"The baseline's fused image already keeps {kept:.0%} of thermal's person contrast on "
+            "the LLVIP nights (its fused luma follows thermal where thermal stands out), so a "
+            "target-aware term has little contrast left to add."
+        )
+        lines.append("")
+    for arm, _ in OPTIONS:
+        if arm.name not in arms or base is None:
+            continue
+        found = {"helps": [], "hurts": []}
+        for key, label, larger in METRICS:
+            verdict = effect(arms[arm.name], base, key, larger)
+            if verdict in found:
+                found[verdict].append(label)
+        helps = ", ".join(found["helps"]) or "nothing"
+        hurts = ", ".join(found["hurts"]) or "nothing"
+        keep = (
+            "worth turning on" if found["helps"] and not found["hurts"] else "kept off by default"
+        )
+        lines.append(f"- `{arm.name}`: helps {helps}; hurts {hurts}; {keep}.")
     if figure is not None:
         lines += ["", f"![LLVIP night pair, seed 0 of each arm]({figure})"]
     lines += ["", "## Options", ""]
