@@ -24,11 +24,11 @@ from fusion_perception.image_codec import (
     lookup_encoding,
     to_rgb8,
 )
+from fusion_perception.pairing import STREAMS
 from fusion_perception.registration import Registration
 from fusion_perception.thermal import ThermalNormalizer
 from fusion_perception.tracking import IoUTracker
 
-STREAMS = ("rgb", "thermal")
 THERMAL_ENCODINGS = ("mono16", "16UC1", "mono8", "8UC1", "32FC1")
 
 

@@ -312,9 +312,18 @@ class ThermalConfig:
     )
     range_lo: float = setting(7000.0, "fixed_range: raw value mapped to 0")
     range_hi: float = setting(9500.0, "fixed_range: raw value mapped to 1")
-    p_lo: float = setting(1.0, "percentile: low percentile", low=0.0, high=100.0)
-    p_hi: float = setting(99.0, "percentile: high percentile", low=0.0, high=100.0)
-    ema: float = setting(0.9, "percentile: EMA factor of the bounds", low=0.0, high=0.999)
+    p_lo: float = setting(
+        _SCHEME_PARAMS["percentile"]["p_lo"], "percentile: low percentile", low=0.0, high=100.0
+    )
+    p_hi: float = setting(
+        _SCHEME_PARAMS["percentile"]["p_hi"], "percentile: high percentile", low=0.0, high=100.0
+    )
+    ema: float = setting(
+        _SCHEME_PARAMS["percentile"]["ema"],
+        "percentile: EMA factor of the bounds",
+        low=0.0,
+        high=0.999,
+    )
 
     # field -> the scheme parameter it sets
     SCHEME_FIELDS: ClassVar[dict[str, dict[str, str]]] = {

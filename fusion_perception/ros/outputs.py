@@ -52,14 +52,18 @@ class FusionOutputs:
         rgb, result = frame.rgb, frame.result
         if self.p["publish.detections"]:
             self.detections.publish(detections_to_msg(header, result.detections))
+        annotate = self.p["publish.annotated"] and self.annotated.get_subscription_count() > 0
+        # the colour merge runs once per frame, shared by both images when both are watched
+        colour = result.fused_rgb(rgb) if annotate else None
         if self.p["publish.fused"] and self.fused.get_subscription_count() > 0:
             if self.p["fused_encoding"] == "mono8":
                 self.fused.publish(image_to_msg(result.fused_luma, "mono8", header))
             else:
-                self.fused.publish(image_to_msg(result.fused_bgr(rgb), "bgr8", header))
+                bgr = colour[:, :, ::-1] if colour is not None else result.fused_bgr(rgb)
+                self.fused.publish(image_to_msg(bgr, "bgr8", header))
             self._publish_camera_info(header, rgb.shape[1], rgb.shape[0])
-        if self.p["publish.annotated"] and self.annotated.get_subscription_count() > 0:
-            annotated = draw_detections(result.fused_rgb(rgb), result.detections, class_names)
+        if annotate:
+            annotated = draw_detections(colour, result.detections, class_names)  # a copy
             self.annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
 
     def _publish_camera_info(self, header: Header, width: int, height: int) -> None:

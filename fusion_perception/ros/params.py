@@ -20,6 +20,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from fusion_perception.backends import BACKEND_CHOICES
+from fusion_perception.live import FALLBACKS
 from fusion_perception.pairing import SyncConfig
 from fusion_perception.settings import from_prefixed
 from fusion_perception.thermal import ThermalConfig
@@ -144,7 +145,7 @@ PARAMS: tuple[ParamSpec, ...] = (
         "fallback",
         "none",
         "when one camera is silent: none (wait), rgb_only or thermal_only (run on the other)",
-        ("none", "rgb_only", "thermal_only"),
+        FALLBACKS,
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1),
     ParamSpec(

@@ -161,7 +161,7 @@ def draw_pair(held: HeldApart, workdir: Path, path: Path, names: Sequence[str]) 
     checkpoints = {n: c for n, c in checkpoints.items() if c.is_file()}
     if not checkpoints:
         return False
-    name, source = next(iter(held.llvip_sources().items()))
+    name, source = next(iter(held.llvip_sources.items()))
     panels = {"thermal": source["thermal"], "visible": source["visible"]}
     for arm, checkpoint in checkpoints.items():
         engine = FusionEngine(checkpoint, device="cpu")

@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -401,30 +402,29 @@ class HeldApart:
             raise FileNotFoundError(f"study: held-apart LLVIP sample not found at {llvip}")
         self.llvip = build_dataset("llvip", llvip, split="train")
 
+    @cached_property
     def llvip_sources(self) -> dict[str, dict[str, Any]]:
         """The LLVIP pairs as the contrast metric reads them (luma, thermal, person boxes)."""
-        if not hasattr(self, "_llvip_sources"):
-            from fusion_perception.colour import rgb_to_ycbcr
+        from fusion_perception.colour import rgb_to_ycbcr
 
-            items = [self.llvip[i] for i in range(self.limit or len(self.llvip))]
-            self._llvip_sources = {
-                item["image_id"]: {
-                    "rgb": item["rgb"],
-                    "visible": rgb_to_ycbcr(item["rgb"])[:, :, 0],
-                    "thermal": item["thermal"],
-                    "boxes": item["boxes"],
-                    "labels": item["labels"],
-                }
-                for item in items
+        items = [self.llvip[i] for i in range(self.limit or len(self.llvip))]
+        return {
+            item["image_id"]: {
+                "rgb": item["rgb"],
+                "visible": rgb_to_ycbcr(item["rgb"])[:, :, 0],
+                "thermal": item["thermal"],
+                "boxes": item["boxes"],
+                "labels": item["labels"],
             }
-        return self._llvip_sources
+            for item in items
+        }
 
     def llvip_contrast(self, engine) -> dict[str, float]:
         """Person contrast (`fusion_training.metrics.target_contrast`) of the fused LLVIP
         night images against thermal's and visible's on the same boxes."""
         from fusion_training.metrics.target_contrast import contrast_report
 
-        sources = self.llvip_sources()
+        sources = self.llvip_sources
         fused = {n: engine.infer(s["rgb"], s["thermal"]).fused_luma for n, s in sources.items()}
         person = list(self.llvip.class_names).index("person")
         return contrast_report(fused, sources, classes=[person])
