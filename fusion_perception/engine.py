@@ -19,6 +19,8 @@ import torch
 from fusion_perception.backends import load_backend
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
 from fusion_perception.colour import merge_fused_luma
+from fusion_perception.compensation import Compensation, load_compensation
+from fusion_perception.model.compensation import CompensationNet
 from fusion_perception.model.pyramid_fusion import fuse_pyramid, levels_for_size
 from fusion_perception.model.unifusod import LUMA
 
@@ -174,6 +176,11 @@ class EngineResult:
         return merge_fused_luma(self.fused_luma, rgb, order="bgr")
 
 
+def _to_uint8(image: torch.Tensor) -> np.ndarray:
+    """``[1, 1, H, W]`` in [0, 1] -> uint8 HxW on the CPU."""
+    return (image[0, 0] * 255.0).round().to(torch.uint8).cpu().numpy()
+
+
 class FusionEngine:
     """Runs one checkpoint: `infer(rgb, thermal)` -> fused image + detections in RGB pixels.
 
@@ -186,7 +193,10 @@ class FusionEngine:
     against the checkpoint before use. warmup: forward passes at construction so the first
     real frame is not slow. tune_allocator: on CPU, see `tune_cpu_allocator`. classes: names
     of the classes to report (None: all); the others are dropped before NMS. agnostic_nms: one
-    box per object whatever its class (NMS across classes).
+    box per object whatever its class (NMS across classes). compensation: a trained task
+    compensation (`fusion_perception.compensation`, a file or the loaded object) for the
+    fusion network's image, applied after the forward pass so the image suits its downstream
+    consumer; None: the fusion network's own image (the viewer's).
     """
 
     def __init__(
@@ -203,6 +213,7 @@ class FusionEngine:
         artifact: str | os.PathLike | None = None,
         classes: Sequence[str] | None = None,
         agnostic_nms: bool = False,
+        compensation: Compensation | str | os.PathLike | None = None,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(checkpoint)
@@ -230,6 +241,12 @@ class FusionEngine:
         self.agnostic_nms = agnostic_nms
         self.rotated = checkpoint.model_config.detection_head.rotated
         self.pyramid_levels = checkpoint.model_config.fusion_head.pyramid_levels
+        if compensation is not None and not isinstance(compensation, Compensation):
+            compensation = load_compensation(compensation, self.device)
+        if compensation is not None:
+            compensation.check_fusion(checkpoint)
+            compensation.to(self.device)
+        self.compensation = compensation
         for _ in range(warmup):
             width, height = self.input_size
             self.infer(
@@ -254,16 +271,16 @@ class FusionEngine:
 
     def _fuse_native(
         self, weight: torch.Tensor, box: Letterbox, rgb: np.ndarray, thermal: np.ndarray
-    ) -> np.ndarray:
-        """The network's weight map applied to the full-resolution sources (float32, on device)."""
+    ) -> torch.Tensor:
+        """The network's weight map applied to the full-resolution sources: ``[1, 1, H, W]``
+        float32 in [0, 1], on the device."""
         luma = torch.as_tensor(LUMA, device=self.device)
         visible = (torch.from_numpy(rgb).to(self.device).float() @ luma)[None, None] / 255.0
         warm = torch.from_numpy(np.ascontiguousarray(thermal, np.float32)).to(self.device)
         size = (rgb.shape[0], rgb.shape[1])
         content = box.content_size[::-1]
         levels = levels_for_size(self.pyramid_levels, size, content)
-        fused = fuse_pyramid(box.crop_content(weight.float()), visible, warm[None, None], levels)
-        return (fused[0, 0] * 255.0).round().to(torch.uint8).cpu().numpy()
+        return fuse_pyramid(box.crop_content(weight.float()), visible, warm[None, None], levels)
 
     def infer(self, rgb: np.ndarray, thermal: np.ndarray) -> EngineResult:
         """rgb: uint8 HxWx3 (RGB order); thermal: float32 HxW in [0, 1], registered to rgb."""
@@ -294,11 +311,19 @@ class FusionEngine:
                 classes=self.class_filter,
                 agnostic=self.agnostic_nms,
             )
+            fused = outputs["fused"].float().clamp(0, 1)  # [1, 1, h, w], the input size
+            correction = None
+            if self.compensation is not None:
+                correction = self.compensation.correction(fused, rgb_in.float(), thermal_in)
             if "fusion_weight" in outputs:
-                fused_luma = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
+                native = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
+                if correction is not None:
+                    native = CompensationNet.apply(native, box.crop_content(correction))
+                fused_luma = _to_uint8(native)
             else:  # the network's own image: the input size, scaled back to the RGB size
-                fused = outputs["fused"][0, 0].float().clamp(0, 1) * 255.0
-                fused_luma = box.crop_to_original(fused.round().to(torch.uint8).cpu().numpy())
+                if correction is not None:
+                    fused = CompensationNet.apply(fused, correction)
+                fused_luma = box.crop_to_original(_to_uint8(fused))
             boxes = result["boxes"].float().cpu().numpy()
             scores = result["scores"].float().cpu().numpy()
             labels = result["labels"].cpu().numpy().astype(np.int64)

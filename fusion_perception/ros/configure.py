@@ -10,6 +10,7 @@ from typing import Any
 
 from fusion_perception.backends import BackendError
 from fusion_perception.checkpoint import CheckpointError
+from fusion_perception.compensation import Compensation, CompensationError, load_compensation
 from fusion_perception.engine import FusionEngine, select_device
 from fusion_perception.live import ErrorLog, LiveInput
 from fusion_perception.pipeline import FramePipeline
@@ -18,11 +19,22 @@ from fusion_perception.ros import params as node_params
 from fusion_perception.tracking import IoUTracker
 
 
-def default_checkpoint() -> Path:
-    """The demo model installed with the package (share/fusion_perception/models/demo.pt)."""
+def default_checkpoint(name: str = "demo.pt") -> Path:
+    """A model file installed with the package (share/fusion_perception/models/NAME): the demo
+    model, or ``demo_compensation.pt``, its compensation for a visible-only detector."""
     from ament_index_python.packages import get_package_share_directory
 
-    return Path(get_package_share_directory("fusion_perception")) / "models" / "demo.pt"
+    return Path(get_package_share_directory("fusion_perception")) / "models" / name
+
+
+def _compensation(p: dict[str, Any]) -> Compensation | None:
+    if p["fusion_task"] == "viewer":
+        return None
+    path = p["compensation"] or str(default_checkpoint("demo_compensation.pt"))
+    try:
+        return load_compensation(path)
+    except CompensationError as exc:
+        raise ValueError(f"parameter compensation: {exc}") from None
 
 
 @dataclass
@@ -45,6 +57,7 @@ def build_runtime(p: dict[str, Any], errors: ErrorLog) -> Runtime:
                 "ros-$ROS_DISTRO-message-filters; it has no PyPI wheel); use "
                 "sync.backend builtin"
             ) from None
+    compensation = _compensation(p)
     try:
         select_device(p["device"])
         engine = FusionEngine(
@@ -58,7 +71,10 @@ def build_runtime(p: dict[str, Any], errors: ErrorLog) -> Runtime:
             artifact=p["backend_artifact"] or None,
             classes=node_params.class_list(p["classes"]),
             agnostic_nms=p["agnostic_nms"],
+            compensation=compensation,
         )
+    except CompensationError as exc:  # made for another fusion checkpoint
+        raise ValueError(f"parameter compensation: {exc}") from None
     except CheckpointError as exc:
         raise ValueError(f"parameter checkpoint: {exc}") from None
     except BackendError as exc:

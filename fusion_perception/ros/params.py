@@ -20,6 +20,7 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 
 from fusion_perception.backends import BACKEND_CHOICES
+from fusion_perception.compensation import FUSION_TASKS
 from fusion_perception.live import FALLBACKS
 from fusion_perception.pairing import SyncConfig
 from fusion_perception.settings import from_prefixed
@@ -101,6 +102,22 @@ PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("calibration_file", "", "thermal->RGB homography YAML; empty = same size, aligned"),
     ParamSpec(
         "checkpoint", "", "model checkpoint; empty = the packaged demo model", read_only=True
+    ),
+    ParamSpec(
+        "fusion_task",
+        "viewer",
+        "who the fused image is for: viewer (the fusion network's own image) or detector (a "
+        "trained task compensation customises it for a downstream detector, see compensation; "
+        "the fusion network is not retrained)",
+        FUSION_TASKS,
+        read_only=True,
+    ),
+    ParamSpec(
+        "compensation",
+        "",
+        "task compensation file (fusion-train-compensation) for fusion_task detector; empty = "
+        "the packaged one (for the packaged model and a visible-only detector)",
+        read_only=True,
     ),
     ParamSpec("device", "auto", "auto, cpu, cuda or cuda:N", read_only=True),
     ParamSpec("fp16", True, "half precision when running on CUDA", read_only=True),

@@ -21,7 +21,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fusion_training import study
+from fusion_training import cldyn_study, study
 from fusion_training.study import ARM_BY_NAME, Arm, HeldApart, StudyRuns
 from fusion_training.study_report import ArmSummary, _pm, summarize
 
@@ -39,6 +39,9 @@ OPTIONS: tuple[tuple[Arm, str], ...] = (
     ),
 )
 ARMS = {BASELINE.name: BASELINE, **{arm.name: arm for arm, _ in OPTIONS}}
+# trained by the harness for CLDyN: the consumer, then the compensation behind the baseline
+CONSUMER, COMPENSATED = cldyn_study.CONSUMER, cldyn_study.ARM
+CLDYN_ARMS = {CONSUMER.name: CONSUMER, COMPENSATED.name: COMPENSATED}
 CONTRAST = "llvip/contrast_fused"
 # (metric, label, larger is better)
 METRICS = (
@@ -132,6 +135,7 @@ def render(
             "worth turning on" if found["helps"] and not found["hurts"] else "kept off by default"
         )
         lines.append(f"- `{arm.name}`: helps {helps}; hurts {hurts}; {keep}.")
+    lines += render_cldyn(arms.get(COMPENSATED.name), base)
     if figure is not None:
         lines += ["", f"![LLVIP night pair, seed 0 of each arm]({figure})"]
     lines += ["", "## Options", ""]
@@ -145,6 +149,81 @@ def render(
     if left:
         lines += ["", "Not run yet:", *[f"- {line}" for line in left]]
     return "\n".join(lines) + "\n"
+
+
+# (metric of the consumer, label)
+CONSUMER_METRICS = (
+    ("llvip_person_AP50", "LLVIP person AP50"),
+    ("night_mAP50", "synthetic night mAP50"),
+)
+IMAGE_METRICS = METRICS[:2] + METRICS[4:]  # what the compensated picture keeps of the fusion's
+
+
+def render_cldyn(cldyn: ArmSummary | None, base: ArmSummary | None) -> list[str]:
+    """The CLDyN section: a visible-only detector fed its camera, the fusion network's image and
+    the compensated image; then what compensating does to the picture itself."""
+    lines = ["", "## CLDyN: the fused image customised for a visible-only detector", ""]
+    if cldyn is None:
+        return [*lines, "Not run yet (`python -m fusion_training.seed_extensions`)."]
+    lines += [
+        f"The consumer is `{CONSUMER.name}`: the same network trained on the visible camera only "
+        "(thermal always blanked), so not our detection head. Behind the baseline's frozen fusion "
+        "network (`fusion_task: viewer` publishes its image), a compensation "
+        f"([cldyn.py](../training/fusion_training/cldyn.py), {len(cldyn.seeds)} seeds) is trained "
+        "for that consumer alone with the reward–penalty loss (δ = 5); the consumer reads each "
+        "view as the node publishes it (fused luma + visible chroma).",
+        "",
+        "| consumer metric | its own camera (visible) | viewer image | compensated image "
+        "(`fusion_task: detector`) | compensated vs viewer |",
+        "|---|---|---|---|---|",
+    ]
+    for key, label in CONSUMER_METRICS:
+        cells = [_pm(cldyn, f"consumer/{view}/{key}") for view in cldyn_study.VIEWS]
+        cells.append(_delta(cldyn, f"consumer/detector/{key}", f"consumer/viewer/{key}", True))
+        lines.append(f"| {label} | {' | '.join(cells)} |")
+    lines += [
+        "",
+        "| picture metric | viewer image (baseline) | compensated image | compensated vs viewer |",
+        "|---|---|---|---|",
+    ]
+    for key, label, larger in IMAGE_METRICS:
+        viewer = _pm(base, key) if base else "–"
+        versus = _versus(cldyn, base, key, larger) if base else "–"
+        lines.append(f"| {label} | {viewer} | {_pm(cldyn, key)} | {versus} |")
+    gain = _delta(
+        cldyn, "consumer/detector/llvip_person_AP50", "consumer/viewer/llvip_person_AP50", True
+    )
+    lines += [
+        "",
+        f"Verdict: for the consumer, the compensated image changes LLVIP person AP50 by {gain} "
+        "against the viewer image; the viewer keeps the fusion network's own image either way, "
+        "so `fusion_task: detector` is a choice per consumer, off by default.",
+    ]
+    return lines
+
+
+def _delta(arm: ArmSummary, key: str, reference: str, larger_better: bool) -> str:
+    """Paired difference over seeds (same seed, two views) with its sd."""
+    pairs = [
+        (run[key], run[reference])
+        for run in arm.per_seed.values()
+        if key in run and reference in run
+    ]
+    if not pairs:
+        return "–"
+    deltas = [a - b for a, b in pairs]
+    mean = sum(deltas) / len(deltas)
+    sd = (
+        (sum((d - mean) ** 2 for d in deltas) / (len(deltas) - 1)) ** 0.5
+        if len(deltas) > 1
+        else 0.0
+    )
+    verdict = (
+        "no difference"
+        if abs(mean) <= sd
+        else ("helps" if (mean > 0) == larger_better else "hurts")
+    )
+    return f"{mean:+.3f} ± {sd:.3f} ({verdict})"
 
 
 def draw_pair(held: HeldApart, workdir: Path, path: Path, names: Sequence[str]) -> bool:
@@ -166,6 +245,13 @@ def draw_pair(held: HeldApart, workdir: Path, path: Path, names: Sequence[str]) 
     for arm, checkpoint in checkpoints.items():
         engine = FusionEngine(checkpoint, device="cpu")
         panels[f"fused: {arm}"] = engine.infer(source["rgb"], source["thermal"]).fused_luma
+    compensation = cldyn_study.paths(workdir, 0)
+    if compensation["compensation"].is_file():
+        engine = FusionEngine(
+            compensation["fusion"], device="cpu", compensation=compensation["compensation"]
+        )
+        image = engine.infer(source["rgb"], source["thermal"]).fused_luma
+        panels[f"for the detector: {COMPENSATED.name}"] = image
     figure, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.0))
     for axis, (title, image) in zip(axes, panels.items(), strict=True):
         axis.imshow(image, cmap="gray", vmin=0, vmax=255 if image.dtype.kind == "u" else 1)
@@ -196,23 +282,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fusion_training.real_pairs import default_data_root
 
     seeds = [int(s) for s in args.seeds.split(",")]
-    runs = StudyRuns(args.cache or args.out / "mtl_study_runs", seeds, arms=ARMS)
+    runs = StudyRuns(args.cache or args.out / "mtl_study_runs", seeds, arms={**ARMS, **CLDYN_ARMS})
     held = HeldApart(args.data_root or default_data_root())
     left: list[str] = []
     if not args.report_only:
         budget = None if args.time_budget_min is None else 60 * args.time_budget_min
         arms = list(ARMS.values())
         left += study.rescore(arms, runs, args.workdir, held, args.device, CONTRAST)
+        arms.append(CONSUMER)
         _, undone = study.run_study(arms, runs, args.workdir, held.root, args.device, budget)
         left += undone
+        left += cldyn_study.run(runs, args.workdir, held, args.device, seeds)
     results = [r for name in ARMS for s in seeds if (r := runs.current(name, s)) is not None]
+    results += [r for s in seeds if (r := cldyn_study.current(runs, args.workdir, s)) is not None]
     left += [
         f"{name} seed {s}: not run yet"
         for name in ARMS
         for s in seeds
         if runs.current(name, s) is None and not any(x.startswith(f"{name} seed {s}") for x in left)
     ]
-    summaries = summarize(results, ARMS)
+    summaries = summarize(results, {**ARMS, **CLDYN_ARMS})
     reference = {}
     for what in ("thermal", "visible"):
         values = [r["metrics"].get(f"llvip/contrast_{what}") for r in results]

@@ -58,13 +58,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def parse_set(items: Sequence[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` options as dotted overrides (VALUE parsed as YAML)."""
     overrides: dict[str, Any] = {}
-    for item in args.set:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--set: expected KEY=VALUE, got {item!r}")
         overrides[key.strip()] = yaml.safe_load(value)
+    return overrides
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    overrides = parse_set(args.set)
     named = {
         "dataset.root": args.data,
         "output_dir": args.out,
