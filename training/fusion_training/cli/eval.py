@@ -11,12 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-from torch.utils.data import Dataset
 
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.cli.common import (
@@ -27,8 +24,8 @@ from fusion_perception.cli.common import (
 )
 from fusion_training.benchmark import BENCHMARKS, run_vifb
 from fusion_training.datasets import FORMATS, build_dataset
-from fusion_training.datasets.base import class_key, match_class_names
 from fusion_training.datasets.factory import accepted_options
+from fusion_training.datasets.naming import named_as
 from fusion_training.evaluate import (
     MODALITIES,
     blank_modality,
@@ -38,6 +35,7 @@ from fusion_training.evaluate import (
 )
 from fusion_training.metrics.detection import AP_INTERPOLATIONS
 from fusion_training.metrics.fusion import PRESETS
+from fusion_training.result_tables import print_tables
 
 log = logging.getLogger(__name__)
 SYNTHETIC_LENGTH = 32
@@ -170,7 +168,10 @@ def _dataset(args: argparse.Namespace, checkpoint_path: Path):
     if args.format != "synthetic":
         options.update(dataset_options_from_args(args))
         dataset = build_dataset(args.format, args.data, **options)
-        return _named_as(dataset, checkpoint.class_names)
+        try:
+            return named_as(dataset, checkpoint.class_names)
+        except ValueError as error:
+            raise ValueError(f"--data: {error}") from None
     width, height = checkpoint.input_size
     return build_dataset(
         "synthetic",
@@ -247,95 +248,6 @@ def dataset_options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if "border" in options and options.get("remove_border") is False:
         raise ValueError("--border: has no effect with --keep-border; give one of them")
     return options
-
-
-class _NamedAs(Dataset):
-    """A dataset whose class names are spelled as the checkpoint's (``aliases``: dataset name ->
-    checkpoint name, for names that differ beyond case and '_'), e.g. LLVIP's person as People."""
-
-    def __init__(self, dataset: Dataset, class_names: Sequence[str], aliases: dict[str, str]):
-        self.dataset, self.class_names, self.aliases = dataset, tuple(class_names), aliases
-        self.rotated = getattr(dataset, "rotated", False)
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        return self.dataset[index]
-
-
-def _named_as(dataset: Dataset, checkpoint_classes: Sequence[str]) -> Dataset:
-    """``dataset`` with its classes matched to the checkpoint's by name or synonym
-    (fusion_training.datasets.base.CLASS_SYNONYMS)."""
-    names = list(dataset.class_names)
-    try:
-        matched = match_class_names(names, checkpoint_classes, "checkpoint's classes")
-    except ValueError as error:
-        raise ValueError(f"--data: the dataset's {error}") from None
-    aliases = {n: m for n, m in matched.items() if class_key(n) != class_key(m)}
-    if not aliases:
-        return dataset
-    for name, target in aliases.items():
-        log.info("scoring the dataset's class %r as the checkpoint's %r", name, target)
-    return _NamedAs(dataset, [matched[n] for n in names], aliases)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return "-" if math.isnan(value) else f"{value:.4f}"
-    return str(value)
-
-
-def _rows(results: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
-    """(title, header, rows) of the tables to print."""
-    tables = [
-        (
-            f"fusion metrics ({results['meta']['preset']}, mean over "
-            f"{results['meta']['images']} images)",
-            ["metric", "value"],
-            [[name, _fmt(value)] for name, value in results["fusion"].items()],
-        )
-    ]
-    detection = results.get("detection")
-    if detection:
-        if "AP50" in detection:
-            header = ["class", "AP50"]
-            rows = [[n, _fmt(v)] for n, v in detection["per_class"].items()]
-            rows.append(["all", _fmt(detection["AP50"])])
-        else:
-            header = ["class", "AP50", "AP50:95"]
-            rows = [
-                [n, _fmt(v), _fmt(detection["per_class_50_95"][n])]
-                for n, v in detection["per_class"].items()
-            ]
-            rows.append(["all", _fmt(detection["mAP50"]), _fmt(detection["mAP50_95"])])
-        tables.append(("detection", header, rows))
-    return tables
-
-
-def print_tables(results: Mapping[str, Any]) -> None:
-    """Tables with rich when it is installed, aligned plain text otherwise."""
-    tables = _rows(results)
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        for title, header, rows in tables:
-            widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-            print(title)
-            for row in [header, *rows]:
-                cells = [row[0].ljust(widths[0])]
-                cells += [c.rjust(w) for c, w in zip(row[1:], widths[1:], strict=True)]
-                print("  " + "  ".join(cells))
-        return
-    console = Console()
-    for title, header, rows in tables:
-        table = Table(title=title)
-        for i, name in enumerate(header):
-            table.add_column(name, justify="left" if i == 0 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
