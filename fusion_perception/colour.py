@@ -71,6 +71,12 @@ def to_uint8(image01: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(image01 * 255.0), 0, 255).astype(np.uint8)
 
 
+def rgb_to_bgr(rgb: np.ndarray) -> np.ndarray:
+    """A BGR copy of uint8 HxWx3 RGB (OpenCV: ~50x faster than copying a reversed numpy view,
+    which matters once per published frame)."""
+    return cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2BGR)
+
+
 def merge_fused_luma(fused_y: np.ndarray, rgb: np.ndarray, order: str = "rgb") -> np.ndarray:
     """Colour fused output: fused luma + the visible image's CbCr (BT.601 full range).
 

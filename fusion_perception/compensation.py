@@ -147,22 +147,24 @@ class Compensation:
             )
 
     def to_dict(self, half: bool = False) -> dict[str, Any]:
-        """Plain tensors and builtins; ``half`` stores float weights as float16 (half the file;
-        they load back into float32 modules)."""
+        """Plain tensors and builtins; ``half`` stores the float parameters as float16 (half the
+        file; they load back into float32 modules). Buffers such as BatchNorm statistics stay
+        float32: a running variance can exceed float16's range."""
 
-        def store(state: dict[str, Tensor]) -> dict[str, Tensor]:
+        def store(state: dict[str, Tensor], module: nn.Module) -> dict[str, Tensor]:
+            names = {name for name, _ in module.named_parameters()}
             return {
-                k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+                k: v.detach().cpu().half() if half and k in names else v.detach().cpu()
                 for k, v in state.items()
             }
 
         downstream = self.downstream.checkpoint.to_dict()
-        downstream["state_dict"] = store(downstream["state_dict"])
+        downstream["state_dict"] = store(downstream["state_dict"], self.downstream.model)
         return {
             "format": COMPENSATION_FORMAT,
             "format_version": COMPENSATION_VERSION,
             "config": asdict(self.config),
-            "state_dict": store(self.net.state_dict()),
+            "state_dict": store(self.net.state_dict(), self.net),
             "downstream": downstream,
             "fusion_fingerprint": self.fusion_fingerprint,
             "provenance": dict(self.provenance),

@@ -9,8 +9,10 @@ Layout (the seed's names in brackets)::
       -> L injection blocks [A2SI], each: queries from the task and image embeddings pick an
          operator type per filter (1x1, or 3x3 with dilation 1, 2, 3: Gumbel-softmax, hard) and a
          soft mix of basis vectors from that filter's set of the bank [BVB]; an MLP turns the mix
-         into the filter's convolution weights; the filters' outputs are averaged and added back
-         through a zero-initialised 1x1 conv
+         into the filter's convolution weights; each filter's output is normalized per sample
+         (GroupNorm: the seed's BatchNorm would freeze one scale for kernels that change with
+         every image), the filters are averaged and added back through a zero-initialised 1x1
+         conv
       -> zero-initialised 1x1 conv -> correction [B,1,h,w]
 
 The correction is added to the fused luminance (`apply`), so a fresh module is exactly the
@@ -100,7 +102,9 @@ class SemanticInjection(nn.Module):
             if size == 3:
                 centre[k] = 1.0
         self.register_buffer("kernel_masks", centre)  # a 1x1 operator keeps the centre tap
-        self.norm = nn.BatchNorm2d(c)
+        # per-sample normalization: generated kernels change scale from image to image, and
+        # batch statistics frozen at inference would not follow them
+        self.norm = nn.GroupNorm(1, c)
         self.out = nn.Conv2d(c, c, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)

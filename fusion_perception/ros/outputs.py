@@ -13,6 +13,7 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.annotate import draw_detections
+from fusion_perception.colour import rgb_to_bgr
 from fusion_perception.live import ErrorLog
 from fusion_perception.pairing import Pair
 from fusion_perception.pipeline import FrameOutput
@@ -59,12 +60,12 @@ class FusionOutputs:
             if self.p["fused_encoding"] == "mono8":
                 self.fused.publish(image_to_msg(result.fused_luma, "mono8", header))
             else:
-                bgr = colour[:, :, ::-1] if colour is not None else result.fused_bgr(rgb)
+                bgr = rgb_to_bgr(colour) if colour is not None else result.fused_bgr(rgb)
                 self.fused.publish(image_to_msg(bgr, "bgr8", header))
             self._publish_camera_info(header, rgb.shape[1], rgb.shape[0])
         if annotate:
             annotated = draw_detections(colour, result.detections, class_names)  # a copy
-            self.annotated.publish(image_to_msg(annotated[:, :, ::-1], "bgr8", header))
+            self.annotated.publish(image_to_msg(rgb_to_bgr(annotated), "bgr8", header))
 
     def _publish_camera_info(self, header: Header, width: int, height: int) -> None:
         """The RGB camera's CameraInfo restamped for the fused image (same pixels, same model)."""

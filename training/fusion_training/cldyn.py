@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from fusion_perception.checkpoint import load_checkpoint
+from fusion_perception.checkpoint import CheckpointError, check_finite, load_checkpoint
 from fusion_perception.compensation import (
     Compensation,
     DownstreamDetector,
@@ -171,6 +171,10 @@ def train(cfg: CLDyNConfig) -> tuple[Path, list[dict[str, float]]]:
         "train_s": time.monotonic() - started,
     }
     net.eval()
+    try:
+        check_finite(net.state_dict())
+    except CheckpointError as error:
+        raise FloatingPointError(f"compensation: training diverged ({error})") from None
     path = save_compensation(compensation, cfg.output, cfg.half)
     with (path.parent / LOG_NAME).open("w", newline="", encoding="utf-8") as stream:
         writer = csv.DictWriter(stream, fieldnames=list(log[0]))
