@@ -235,3 +235,21 @@ def test_seed_extension_report_calls_an_effect_only_beyond_the_seed_sd():
         in text
     )
     assert "thermal 0.300, visible 0.050" in text and "- real_tsjnet seed 0: not run yet" in text
+
+
+def test_cldyn_section_pairs_each_seeds_views_and_says_when_it_is_not_run():
+    from fusion_training.seed_extensions import COMPENSATED, render_cldyn
+
+    assert "Not run yet" in "\n".join(render_cldyn(None, None))
+    key = "consumer/{}/night_mAP50"
+    per_seed = {
+        s: {key.format("visible"): 0.03, key.format("viewer"): v, key.format("detector"): d}
+        for s, (v, d) in enumerate(((0.08, 0.12), (0.20, 0.23), (0.10, 0.15)))
+    }
+    cldyn = ArmSummary(
+        COMPENSATED.name, "real", "weighted_sum", True, None, [0, 1, 2], [0.4] * 3, per_seed, {}
+    )
+    text = "\n".join(render_cldyn(cldyn, None))
+    # paired over seeds: +0.04, +0.03, +0.05 -> mean +0.040, sd 0.010 (the unpaired sds are ~0.06)
+    assert "| synthetic night mAP50 | 0.030 ± 0.000 | 0.127 ± 0.064 | 0.167 ± 0.057 |" in text
+    assert "+0.040 ± 0.010 (helps) |" in text

@@ -25,7 +25,7 @@ from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.colour import merge_fused_luma
 from fusion_perception.engine import FusionEngine
 from fusion_training import cldyn
-from fusion_training.study import NIGHT_SCENES, NIGHT_SEED, VIFB_METRICS, Arm, HeldApart, StudyRuns
+from fusion_training.study import NIGHT_SCENES, NIGHT_SEED, Arm, HeldApart, StudyRuns
 
 __all__ = ["CONSUMER", "FUSION", "VIEWS", "ConsumerView", "run", "score"]
 
@@ -91,7 +91,6 @@ def fingerprint(cfg: cldyn.CLDyNConfig) -> str:
 
 def score(held: HeldApart, cfg: cldyn.CLDyNConfig, device: str) -> dict[str, float]:
     """The consumer on each view, and the compensated image's own fusion metrics."""
-    from fusion_training import benchmark
     from fusion_training.datasets.synthetic_scenes import SyntheticDataset
     from fusion_training.evaluate import evaluate_checkpoint
 
@@ -124,14 +123,7 @@ def score(held: HeldApart, cfg: cldyn.CLDyNConfig, device: str) -> dict[str, flo
             consumer, ConsumerView(night, engine), device=device, fusion_metrics=()
         )
         scores[f"consumer/{view}/night_mAP50"] = synthetic["detection"]["mAP50"]
-    compensated = engines["detector"]
-    scores |= {f"llvip/contrast_{k}": v for k, v in held.llvip_contrast(compensated).items()}
-    fused = {
-        pair: compensated.infer(rgb, ir.astype(np.float32) / 255.0).fused_luma
-        for pair, (rgb, ir) in held.vifb.items()
-    }
-    means = benchmark.score_images(fused, held.vifb, "textbook", VIFB_METRICS).means
-    scores |= {f"vifb/{k}": float(means[k]) for k in VIFB_METRICS}
+    scores |= held.image_scores(engines["detector"])
     return {k: float(v) for k, v in scores.items()}
 
 

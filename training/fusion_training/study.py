@@ -430,10 +430,8 @@ class HeldApart:
         return contrast_report(fused, sources, classes=[person])
 
     def score(self, checkpoint: Path, config: TrainingConfig, blank: str | None, device: str):
-        import numpy as np
 
         from fusion_perception.engine import FusionEngine
-        from fusion_training import benchmark
 
         width, height = config.input_size
         scores: dict[str, float | None] = {}
@@ -456,15 +454,22 @@ class HeldApart:
         )
         scores["llvip/person_AP50"] = float(result["detection"]["per_class"]["person"])
         scores["llvip/person_AP50_95"] = float(result["detection"]["per_class_50_95"]["person"])
-        engine = FusionEngine(checkpoint, device=device)
-        scores |= {f"llvip/contrast_{k}": v for k, v in self.llvip_contrast(engine).items()}
+        return scores | self.image_scores(FusionEngine(checkpoint, device=device))
+
+    def image_scores(self, engine) -> dict[str, float]:
+        """What ``engine``'s fused images are worth as pictures: the LLVIP person contrast and
+        the VIFB textbook metrics."""
+        import numpy as np
+
+        from fusion_training import benchmark
+
+        scores = {f"llvip/contrast_{k}": v for k, v in self.llvip_contrast(engine).items()}
         fused = {
             pair: engine.infer(rgb, ir.astype(np.float32) / 255.0).fused_luma
             for pair, (rgb, ir) in self.vifb.items()
         }
         means = benchmark.score_images(fused, self.vifb, "textbook", VIFB_METRICS).means
-        scores |= {f"vifb/{k}": float(means[k]) for k in VIFB_METRICS}
-        return scores
+        return scores | {f"vifb/{k}": float(means[k]) for k in VIFB_METRICS}
 
 
 def train_and_score(

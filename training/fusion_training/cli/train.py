@@ -48,6 +48,12 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="number of epochs (sets epochs)")
     parser.add_argument("--batch-size", type=int, help="images per step and process")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets device)")
+    add_set_arg(parser)
+    return parser
+
+
+def add_set_arg(parser: argparse.ArgumentParser) -> None:
+    """``--set KEY=VALUE`` (repeatable), read by `parse_set`."""
     parser.add_argument(
         "--set",
         action="append",
@@ -55,7 +61,6 @@ def get_args_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override any config key (dotted, VALUE parsed as YAML); repeatable",
     )
-    return parser
 
 
 def parse_set(items: Sequence[str]) -> dict[str, Any]:

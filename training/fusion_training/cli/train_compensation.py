@@ -17,7 +17,7 @@ from pathlib import Path
 
 from fusion_perception.cli.common import run_cli
 from fusion_training.cldyn import load_cldyn_config, train
-from fusion_training.cli.train import parse_set
+from fusion_training.cli.train import add_set_arg, parse_set
 
 log = logging.getLogger(__name__)
 
@@ -31,13 +31,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", help="compensation file to write (sets output)")
     parser.add_argument("--steps", type=int, help="optimizer steps (sets steps)")
     parser.add_argument("--device", help="auto, cpu, cuda or cuda:N (sets device)")
-    parser.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config key (dotted, VALUE parsed as YAML); repeatable",
-    )
+    add_set_arg(parser)
     return parser
 
 
