@@ -240,3 +240,22 @@ def test_node_parameters_pick_the_consumer(trained):
         configure._compensation(
             {"fusion_task": "detector", "compensation": str(cfg.fusion_checkpoint)}
         )
+
+
+def test_the_packaged_compensation_belongs_to_the_packaged_model_and_changes_its_image():
+    packaged = REPO / "models" / "demo_compensation.pt"
+    assert packaged.stat().st_size < 12e6  # float16 parameters: the consumer's + its own
+    compensation = load_compensation(packaged)
+    demo = load_checkpoint(REPO / "models" / "demo.pt")
+    compensation.check_fusion(demo)  # raises if it was trained behind another checkpoint
+    assert compensation.provenance["config"]["penalty"] == 5.0
+    from fusion_perception.synthetic import SceneGenerator
+
+    scene = SceneGenerator(640, 512, classes=("person", "car"), seed=5).sample(0)
+    thermal = np.clip((scene.thermal_raw.astype(np.float32) - 5000) / 7000, 0, 1)
+    viewer = FusionEngine(demo, device="cpu").infer(scene.rgb, thermal).fused_luma
+    engine = FusionEngine(demo, device="cpu", compensation=compensation)
+    detector = engine.infer(scene.rgb, thermal).fused_luma
+    assert detector.shape == viewer.shape == (512, 640)
+    changed = np.abs(detector.astype(int) - viewer.astype(int))
+    assert changed.mean() > 0.5  # a trained compensation, not the identity

@@ -520,6 +520,11 @@ def _dropped(harness: Harness) -> int:
             ["sync.backend:=message_filters", "fallback:=rgb_only"],
             "parameter sync.backend: message_filters passes only matched pairs",
         ),
+        (
+            ["fusion_task:=detector", "compensation:=/nonexistent/comp.pt"],
+            "parameter compensation: compensation: /nonexistent/comp.pt does not exist",
+        ),
+        ("fusion_task:=robot", "parameter fusion_task: 'robot' is not one of"),
     ],
 )
 def test_bad_configuration_stops_with_the_parameter_named(
@@ -773,3 +778,37 @@ def rclpy_time(ns: int):
     import rclpy.time
 
     return rclpy.time.Time(nanoseconds=ns).to_msg()
+
+
+def test_fusion_task_detector_publishes_the_compensated_image(
+    ros_context, tmp_path, node_checkpoint, vifb_dir
+):
+    import torch
+
+    from fusion_perception.checkpoint import load_checkpoint
+    from fusion_perception.compensation import Compensation, save_compensation
+    from fusion_perception.model.compensation import CompensationConfig
+
+    checkpoint = load_checkpoint(node_checkpoint)
+    torch.manual_seed(0)
+    compensation = Compensation.fresh(CompensationConfig(), checkpoint, checkpoint.fingerprint())
+    torch.nn.init.normal_(compensation.net.head.weight, std=0.5)  # as if trained: not the identity
+    path = save_compensation(compensation, tmp_path / "compensation.pt")
+    bgr, thermal = vifb_pair(vifb_dir)
+    harness = Harness(ros_context)
+    fused = {}
+    for task, params in (
+        ("viewer", ()),
+        ("detector", ("fusion_task:=detector", f"compensation:={path}")),
+    ):
+        harness.detections.clear()
+        log = tmp_path / f"{task}.log"
+        with running(node_args(node_checkpoint, *params), log) as proc:
+            harness.wait_for_node(bgr, thermal)
+            stamp = _send(harness, bgr, thermal)
+            assert _answered(harness, stamp), log.read_text()
+            fused[task] = _fused_of(harness, stamp)
+            assert proc.poll() is None, log.read_text()
+    harness.close()
+    assert fused["viewer"].shape == fused["detector"].shape == (HEIGHT, WIDTH, 3)
+    assert np.abs(fused["detector"] - fused["viewer"]).mean() > 0.5
