@@ -1,6 +1,7 @@
 """Node benchmark (run by tools/bench.py): 30 Hz synthetic cameras -> fusion_node -> this process.
 
-Usage: node_bench.py CHECKPOINT WORKDIR [BACKEND] (the node's ``backend`` parameter; torch default).
+Usage: node_bench.py CHECKPOINT WORKDIR [BACKEND [NAME:=VALUE ...]] (the node's ``backend``
+parameter, torch by default, and any other node parameters).
 
 Prints one JSON line: frames published/received, end-to-end latency percentiles, and the node's own
 per-stage timings read from /diagnostics.
@@ -29,9 +30,10 @@ from fusion_perception.synthetic import SceneGenerator
 RATE_HZ, SECONDS, WARMUP_S = 30.0, 20.0, 3.0
 
 
-def main(checkpoint: str, workdir: str, backend: str = "torch") -> int:
+def main(checkpoint: str, workdir: str, backend: str = "torch", *params: str) -> int:
     frames = [SceneGenerator(640, 512, seed=1).render(t / RATE_HZ) for t in range(30)]
-    log = (Path(workdir) / f"node_bench_{backend}.log").open("w")
+    suffix = "".join(f"_{p.split(':=')[0]}" for p in params)
+    log = (Path(workdir) / f"node_bench_{backend}{suffix}.log").open("w")
     node_proc = subprocess.Popen(
         [
             sys.executable,
@@ -46,6 +48,7 @@ def main(checkpoint: str, workdir: str, backend: str = "torch") -> int:
             "diagnostics_period:=0.5",
             "-p",
             f"backend:={backend}",
+            *[a for p in params for a in ("-p", p)],
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -128,6 +131,7 @@ def main(checkpoint: str, workdir: str, backend: str = "torch") -> int:
         "overhead_ms": total - forward,
         "transport_ms": float(diagnostics.get("rgb_receive_delay_ms", "nan")),
         "dropped": int(diagnostics.get("rgb_dropped", 0)),
+        "stale": int(diagnostics.get("stale_pairs", 0)),
         "fused_received": len(fused_frames),
         "stages_ms": {
             stage: float(diagnostics.get(f"{stage}_ms", "nan"))
