@@ -81,6 +81,7 @@ class DownstreamDetector(nn.Module):
         self.model = checkpoint.build_model(device)
         self.model.requires_grad_(False)
         self._levels: list[Tensor] = []
+        self._blank: tuple[Any, list[Tensor]] | None = None  # (size, device, dtype) -> features
         self.model.neck.register_forward_hook(lambda _m, _i, out: self._levels.extend(out))
         self.task_features = (
             2
@@ -95,8 +96,33 @@ class DownstreamDetector(nn.Module):
         """image ``[B, 3, H, W]`` in [0, 1] -> (dense outputs, features ``[B, D]``)."""
         self._levels.clear()
         out = self.model(image, torch.zeros_like(image[:, :1]))
-        pooled = [torch.cat((f.mean(dim=(2, 3)), f.amax(dim=(2, 3))), dim=1) for f in self._levels]
-        return out, torch.cat(pooled, dim=1)
+        return out, self._pooled()
+
+    def features(self, image: Tensor) -> Tensor:
+        """``run``'s features alone, for the per-frame path: the backbone runs on the image
+        only (the blank thermal camera's features are computed once per size) and the detection
+        head not at all."""
+        model = self.model
+        visible = model.backbone((image - model.input_mean) / model.input_std)
+        blank = [b.expand(image.shape[0], -1, -1, -1) for b in self._blank_features(image)]
+        self._levels.clear()
+        model.neck(visible, blank)
+        return self._pooled()
+
+    def _blank_features(self, image: Tensor) -> list[Tensor]:
+        key = (tuple(image.shape[-2:]), image.device, image.dtype)
+        if self._blank is None or self._blank[0] != key:
+            model = self.model
+            zeros = torch.zeros_like(image[:1])
+            with torch.no_grad():
+                self._blank = (key, model.backbone((zeros - model.input_mean) / model.input_std))
+        return self._blank[1]
+
+    def _pooled(self) -> Tensor:
+        levels = self._levels
+        return torch.cat(
+            [torch.cat((f.mean(dim=(2, 3)), f.amax(dim=(2, 3))), 1) for f in levels], 1
+        )
 
     def loss(self, out: dict[str, Tensor], targets: Sequence[dict[str, Tensor]]) -> Tensor:
         """Its summed detection loss on those outputs."""
@@ -133,7 +159,7 @@ class Compensation:
 
     def correction(self, fused: Tensor, rgb: Tensor, thermal: Tensor) -> Tensor:
         """The correction ``[B, 1, h, w]`` for the fusion network's image at its input size."""
-        _, task = self.downstream.run(consumer_image(fused, rgb))
+        task = self.downstream.features(consumer_image(fused, rgb))
         return self.net(fused, luminance(rgb), thermal, task)
 
     def check_fusion(self, checkpoint: Checkpoint) -> None:

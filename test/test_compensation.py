@@ -208,6 +208,10 @@ def test_the_consumer_is_frozen_but_passes_gradients_to_its_image(trained):
     image = torch.rand(2, 3, 96, 128, requires_grad=True)
     out, features = detector.run(image)
     assert features.shape == (2, detector.task_features)
+    with torch.no_grad():  # the per-frame path: image-only backbone, no detection head
+        fast = detector.features(image)
+        assert torch.allclose(fast, features, atol=1e-5)
+        assert torch.allclose(detector.features(image[:1]), features[:1], atol=1e-5)
     targets = [
         {"boxes": torch.tensor([[40.0, 40.0, 20.0, 30.0, 0.0]]), "labels": torch.tensor([0])}
     ] * 2
