@@ -9,7 +9,7 @@ import ctypes
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import cv2
@@ -92,8 +92,11 @@ class Letterbox:
         return round(self.width * self.scale), round(self.height * self.scale)
 
     def apply(self, image: np.ndarray, input_size: tuple[int, int], fill: float) -> np.ndarray:
-        """Resize `image` (HxW or HxWxC) and pad it to `input_size` (width, height)."""
+        """Resize `image` (HxW or HxWxC) and pad it to `input_size` (width, height); an image
+        that already has the input size is returned as it is (not copied)."""
         new_w, new_h = self.content_size
+        if (new_w, new_h) == (image.shape[1], image.shape[0]) == tuple(input_size):
+            return image
         if (new_w, new_h) != (image.shape[1], image.shape[0]):
             image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
         out_shape = (input_size[1], input_size[0], *image.shape[2:])
@@ -163,9 +166,21 @@ class Detections:
 
 @dataclass
 class EngineResult:
-    fused_luma: np.ndarray  # uint8 HxW, original RGB size
+    """Detections at once; the fused image is made when first asked for (`fused_luma`), so
+    a consumer that only wants boxes never pays for it and the node builds it on its image
+    thread, off the detections' path."""
+
     detections: Detections
+    make_fused: Callable[[], np.ndarray] = field(repr=False)
     timings_ms: dict[str, float] = field(default_factory=dict)
+    _fused_luma: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    @property
+    def fused_luma(self) -> np.ndarray:
+        """uint8 HxW at the RGB image's size."""
+        if self._fused_luma is None:
+            self._fused_luma = self.make_fused()
+        return self._fused_luma
 
     def fused_rgb(self, rgb: np.ndarray) -> np.ndarray:
         """Colour output: fused luminance with the visible image's chroma (uint8 HxWx3, RGB)."""
@@ -265,9 +280,13 @@ class FusionEngine:
         return [self.class_names.index(name) for name in classes]
 
     def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
+        """HxW or HxWxC -> contiguous float32 ``[1, C, H, W]`` on the device, cast and laid
+        out in one pass (exported backends read it without another copy; the backend casts
+        to its own precision)."""
         tensor = torch.from_numpy(image).to(self.device, non_blocking=True)
         tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
-        return tensor[None].float()  # the backend casts to its own precision
+        out = torch.empty(tensor.shape, dtype=torch.float32, device=self.device)
+        return out.copy_(tensor)[None]
 
     def _fuse_native(
         self, weight: torch.Tensor, box: Letterbox, rgb: np.ndarray, thermal: np.ndarray
@@ -282,6 +301,31 @@ class FusionEngine:
         levels = levels_for_size(self.pyramid_levels, size, content)
         return fuse_pyramid(box.crop_content(weight.float()), visible, warm[None, None], levels)
 
+    @torch.inference_mode()
+    def _fused_luma(
+        self,
+        outputs: dict[str, torch.Tensor],
+        box: Letterbox,
+        rgb: np.ndarray,
+        thermal: np.ndarray,
+        rgb_in: torch.Tensor,
+        thermal_in: torch.Tensor,
+    ) -> np.ndarray:
+        """The fused image of one forward pass, uint8 at the RGB size (compensated if set)."""
+        fused = outputs["fused"].float().clamp(0, 1)  # [1, 1, h, w], the input size
+        correction = None
+        if self.compensation is not None:
+            correction = self.compensation.correction(fused, rgb_in.float(), thermal_in)
+        if "fusion_weight" in outputs:
+            native = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
+            if correction is not None:
+                native = CompensationNet.apply(native, box.crop_content(correction))
+            return _to_uint8(native)
+        # the network's own image: the input size, scaled back to the RGB size
+        if correction is not None:
+            fused = CompensationNet.apply(fused, correction)
+        return box.crop_to_original(_to_uint8(fused))
+
     def infer(self, rgb: np.ndarray, thermal: np.ndarray) -> EngineResult:
         """rgb: uint8 HxWx3 (RGB order); thermal: float32 HxW in [0, 1], registered to rgb."""
         if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
@@ -295,8 +339,9 @@ class FusionEngine:
             )
         t0 = time.perf_counter()
         box = Letterbox.fit(rgb.shape[1], rgb.shape[0], *self.input_size)
-        rgb_in = self._to_tensor(box.apply(rgb, self.input_size, fill=0)) / 255.0
-        thermal_in = self._to_tensor(box.apply(thermal.astype(np.float32), self.input_size, 0.0))
+        rgb_in = self._to_tensor(box.apply(rgb, self.input_size, fill=0)).div_(255.0)
+        thermal = np.asarray(thermal, np.float32)
+        thermal_in = self._to_tensor(box.apply(thermal, self.input_size, 0.0))
         t1 = time.perf_counter()
         with torch.inference_mode():
             outputs = self.backend.forward(rgb_in, thermal_in)
@@ -311,19 +356,6 @@ class FusionEngine:
                 classes=self.class_filter,
                 agnostic=self.agnostic_nms,
             )
-            fused = outputs["fused"].float().clamp(0, 1)  # [1, 1, h, w], the input size
-            correction = None
-            if self.compensation is not None:
-                correction = self.compensation.correction(fused, rgb_in.float(), thermal_in)
-            if "fusion_weight" in outputs:
-                native = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
-                if correction is not None:
-                    native = CompensationNet.apply(native, box.crop_content(correction))
-                fused_luma = _to_uint8(native)
-            else:  # the network's own image: the input size, scaled back to the RGB size
-                if correction is not None:
-                    fused = CompensationNet.apply(fused, correction)
-                fused_luma = box.crop_to_original(_to_uint8(fused))
             boxes = result["boxes"].float().cpu().numpy()
             scores = result["scores"].float().cpu().numpy()
             labels = result["labels"].cpu().numpy().astype(np.int64)
@@ -334,8 +366,8 @@ class FusionEngine:
         detections = Detections(original[visible], scores[visible], labels[visible])
         t3 = time.perf_counter()
         return EngineResult(
-            fused_luma=fused_luma,
             detections=detections,
+            make_fused=lambda: self._fused_luma(outputs, box, rgb, thermal, rgb_in, thermal_in),
             timings_ms={
                 "preprocess": (t1 - t0) * 1e3,
                 "forward": (t2 - t1) * 1e3,

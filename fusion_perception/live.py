@@ -40,6 +40,8 @@ UNPAIRED_WARN_S = 3.0  # both cameras live but no pair for this long: diagnose t
 RECENT_STAMPS = 50  # per stream, for measuring the offset between the streams
 LOG_EVERY_S = 2.0  # one log line per error kind at most this often
 FALLBACKS = ("none", "rgb_only", "thermal_only")
+# Which pair the worker takes when it frees: the newest at once, or (fresh) a newer one soon.
+PAIR_POLICIES = ("fresh", "newest")
 
 
 class ErrorLog:
@@ -83,6 +85,8 @@ class _Camera:
     last_stamp: int | None = None  # newest accepted stamp
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_STAMPS))
     future: tuple[float, int] | None = None  # (monotonic, ns ahead) of the last future stamp
+    period_ns: float | None = None  # median step of the recent stamps
+    arrived: dict[int, float] = field(default_factory=dict)  # recent stamp -> monotonic arrival
     lost: int = 0  # messages the middleware reported lost
     gaps: StampGapCounter = field(default_factory=StampGapCounter)
 
@@ -112,12 +116,22 @@ class LiveInput:
     """
 
     def __init__(
-        self, sync: SyncConfig, errors: ErrorLog, camera_timeout: float, fallback: str = "none"
+        self,
+        sync: SyncConfig,
+        errors: ErrorLog,
+        camera_timeout: float,
+        fallback: str = "none",
+        pair_policy: str = "newest",
     ) -> None:
         if fallback not in FALLBACKS:
             raise ValueError(f"fallback: {fallback!r} is not one of {list(FALLBACKS)}")
+        if pair_policy not in PAIR_POLICIES:
+            raise ValueError(f"pair_policy: {pair_policy!r} is not one of {list(PAIR_POLICIES)}")
         self.sync, self.errors = sync, errors
         self.camera_timeout, self.fallback = camera_timeout, fallback
+        self.pair_policy = pair_policy
+        self.fresh_waits = 0  # pairs left for a newer one (pair_policy fresh)
+        self._waiting: tuple[tuple[int, int], float] | None = None  # (stamps, since)
         self.pairing = sync.engine()
         self.cameras = {s: _Camera() for s in STREAMS}
         self.rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
@@ -185,6 +199,12 @@ class LiveInput:
             return
         camera.last_stamp = stamp_ns
         camera.recent.append(stamp_ns)
+        if len(camera.recent) >= 3:
+            camera.period_ns = float(np.median(np.diff(np.asarray(camera.recent, np.int64))))
+        with self._lock:
+            camera.arrived[stamp_ns] = now
+            while len(camera.arrived) > 2 * self.pairing.queue_size:
+                del camera.arrived[next(iter(camera.arrived))]  # the oldest
         missed = camera.gaps.add(stamp_ns)
         if missed:
             self.errors.report(
@@ -219,9 +239,35 @@ class LiveInput:
         return self.pairing.wait_for_data(timeout_s)
 
     def next_pair(self, clock_ns: int) -> Pair | None:
-        """The newest matched pair, else (with ``fallback``) the silent camera's partner alone."""
+        """The newest matched pair, else (with ``fallback``) the silent camera's partner alone;
+        None also while the fresh policy waits for a newer pair."""
+        if self.pair_policy == "fresh" and self._wait_for_a_fresher_pair():
+            return None
         pair = self.pairing.take_newest_pair(clock_ns)
         return pair if pair is not None else self._fallback_pair()
+
+    def _wait_for_a_fresher_pair(self) -> bool:
+        """The fresh policy. The newest pair became complete ``e`` seconds ago and the next one
+        is due about a camera period ``T`` after it: processing it now adds ``e`` to its
+        latency, waiting costs ``T - e`` of idle worker for a pair that is new. So a pair older
+        than ``T / 2`` waits, for at most ``T``; then it is taken (a camera that stopped)."""
+        stamps = self.pairing.peek_newest_pair()
+        periods = [camera.period_ns for camera in self.cameras.values()]
+        if stamps is None or None in periods:
+            return False
+        period_s = max(periods) / 1e9  # pairs form at the slower camera's rate
+        with self._lock:
+            arrived = [self.cameras[s].arrived.get(t) for s, t in zip(STREAMS, stamps, strict=True)]
+        now = time.monotonic()
+        if None in arrived:  # forgotten already: far older than a period
+            return False
+        if self._waiting is None or self._waiting[0] != stamps:
+            if now - max(arrived) <= period_s / 2:
+                return False
+            self._waiting = (stamps, now)
+            self.fresh_waits += 1
+            return True
+        return now - self._waiting[1] < period_s
 
     def take_clock_jump(self) -> bool:
         """Whether the stamps jumped back since the last call (the tracker must restart)."""
@@ -337,6 +383,8 @@ class LiveInput:
         values: dict[str, object] = {
             "pair_rate_hz": f"{stats.pair_rate_hz:.2f}",
             "stale_pairs": stats.stale_pairs,
+            "pair_policy": self.pair_policy,
+            "fresh_waits": self.fresh_waits,
         }
         cameras: dict[str, CameraHealth] = {}
         now = time.monotonic()
@@ -387,23 +435,73 @@ class LiveInput:
         return LiveHealth(ok, message, values, cameras)
 
 
+class LatestSlot:
+    """A one-item mailbox between two threads in which the newest item wins: ``put`` replaces
+    an item not yet taken (and counts it in ``replaced``), ``take`` waits for one. The worker
+    hands its images to the image publisher this way, so a slow image path skips frames
+    instead of holding back the next pair or queueing stale pictures."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self._item: Any = None
+        self._closed = False
+        self.replaced = 0
+
+    def put(self, item: Any) -> None:
+        if item is None:
+            raise ValueError("LatestSlot: None is the closed marker, not an item")
+        with self._cond:
+            if self._item is not None:
+                self.replaced += 1
+            self._item = item
+            self._cond.notify()
+
+    def take(self, timeout_s: float | None = None) -> Any:
+        """The item (removed), or None once closed or after ``timeout_s``."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._item is not None or self._closed, timeout_s)
+            item, self._item = self._item, None
+            return None if self._closed else item
+
+    def discard(self) -> None:
+        """Drop an item not yet taken (not counted as replaced)."""
+        with self._cond:
+            self._item = None
+
+    def close(self) -> None:
+        """Wake the taker for good; an item not taken is dropped."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+
 class FrameStats:
-    """Per-stage timings and output age of the last 100 processed pairs."""
+    """Per-stage timings and output age of the last 100 processed pairs; stages of other
+    threads (the image publisher) are recorded with `record_stage`."""
 
     def __init__(self) -> None:
         self.stage_ms: dict[str, deque[float]] = {}
         self.ages_ms: deque[float] = deque(maxlen=100)
         self.processed = 0
+        self._lock = threading.Lock()  # the worker, the image publisher and the timer
 
     def record(self, timings_ms: dict[str, float], age_ms: float) -> None:
-        for stage, ms in timings_ms.items():
+        with self._lock:
+            for stage, ms in timings_ms.items():
+                self.stage_ms.setdefault(stage, deque(maxlen=100)).append(ms)
+            self.ages_ms.append(age_ms)
+            self.processed += 1
+
+    def record_stage(self, stage: str, ms: float) -> None:
+        with self._lock:
             self.stage_ms.setdefault(stage, deque(maxlen=100)).append(ms)
-        self.ages_ms.append(age_ms)
-        self.processed += 1
 
     def values(self) -> dict[str, str]:
-        values = {f"{stage}_ms": f"{float(np.mean(ms)):.2f}" for stage, ms in self.stage_ms.items()}
-        if self.ages_ms:
-            values["age_ms_mean"] = f"{float(np.mean(self.ages_ms)):.2f}"
-            values["age_ms_max"] = f"{max(self.ages_ms):.2f}"
+        with self._lock:
+            stages = {stage: list(ms) for stage, ms in self.stage_ms.items()}
+            ages = list(self.ages_ms)
+        values = {f"{stage}_ms": f"{float(np.mean(ms)):.2f}" for stage, ms in stages.items()}
+        if ages:
+            values["age_ms_mean"] = f"{float(np.mean(ages)):.2f}"
+            values["age_ms_max"] = f"{max(ages):.2f}"
         return values

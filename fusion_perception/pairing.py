@@ -282,6 +282,18 @@ class PairingEngine:
         with self._cond:
             return self._cond.wait_for(lambda: self._new_data, timeout=timeout_s)
 
+    def peek_newest_pair(self) -> tuple[int, int] | None:
+        """Stamps (rgb, thermal) of the pair `take_newest_pair` would return, left in place.
+        Counts as the worker's look at the data, like a take: `wait_for_data` then waits for a
+        message that arrives after it."""
+        with self._cond:
+            self._new_data = False
+            match = self._newest_match()
+            if match is None:
+                return None
+            rgb, thermal = self._buffers["rgb"][match[0]], self._buffers["thermal"][match[1]]
+            return rgb.stamp_ns, thermal.stamp_ns
+
     def take_newest_pair(self, now_ns: int) -> Pair | None:
         """Remove and return the newest matched pair, or None (none matched, or it was stale).
 

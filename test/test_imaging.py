@@ -10,7 +10,12 @@ import yaml
 
 from fusion_perception.colour import merge_fused_luma, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
 from fusion_perception.registration import Registration
-from fusion_perception.thermal import SCHEME_VERSIONS, ThermalNormalizer, make_normalizer
+from fusion_perception.thermal import (
+    SCHEME_VERSIONS,
+    ThermalNormalizer,
+    make_normalizer,
+    percentiles,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE_CALIBRATION = REPO / "config" / "calibration_example.yaml"
@@ -62,6 +67,27 @@ def test_percentile_bounds_exact_on_ramp():
     assert out.min() == 0.0
     assert out.max() == 1.0
     assert np.count_nonzero(out == 0.0) == 10  # 1000..1009 are below the lower bound
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_integer_percentiles_equal_numpys(dtype):
+    rng = np.random.default_rng(3)
+    top = np.iinfo(dtype).max
+    for size in (1, 2, 9, 1000, 40_000):
+        sample = rng.integers(0, top, size, endpoint=True).astype(dtype)
+        for q in ([1, 99], [0, 100], [50, 50], [2.5, 97.5]):
+            np.testing.assert_allclose(
+                percentiles(sample, q), np.percentile(sample, q), rtol=0, atol=1e-9
+            )
+    floats = rng.random(500).astype(np.float32)
+    np.testing.assert_array_equal(percentiles(floats, [5, 95]), np.percentile(floats, [5, 95]))
+
+
+def test_percentile_scheme_does_not_touch_the_callers_frame():
+    raw = (1000 + np.arange(100, dtype=np.uint16)).reshape(10, 10)
+    before = raw.copy()
+    make_normalizer("percentile")(raw)
+    np.testing.assert_array_equal(raw, before)
 
 
 def test_percentile_ema_damps_flickering_hot_spot():

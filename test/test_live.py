@@ -3,13 +3,14 @@ fallbacks, frames missing, future stamps and the unpaired-stream diagnosis."""
 
 from __future__ import annotations
 
+import threading
 import time
 from types import SimpleNamespace
 
 import pytest
 
 from fusion_perception import live
-from fusion_perception.live import ErrorLog, FrameStats, LiveInput
+from fusion_perception.live import ErrorLog, FrameStats, LatestSlot, LiveInput
 from fusion_perception.pairing import SyncConfig
 
 MS = 1_000_000
@@ -38,6 +39,7 @@ def make_input(log: Log, **kwargs) -> LiveInput:
         log.errors_log(),
         camera_timeout=kwargs.get("camera_timeout", 1.0),
         fallback=kwargs.get("fallback", "none"),
+        pair_policy=kwargs.get("pair_policy", "newest"),
     )
 
 
@@ -175,9 +177,82 @@ def test_frame_stats_report_means_and_the_worst_age():
     }
 
 
+def test_frame_stats_take_stages_from_another_thread_without_counting_pairs():
+    stats = FrameStats()
+    stats.record({"forward": 30.0}, age_ms=40.0)
+    recorder = threading.Thread(
+        target=lambda: [stats.record_stage("image_publish", 2.0) for _ in range(2000)]
+    )
+    recorder.start()
+    while recorder.is_alive():  # the diagnostics timer reads while the image thread writes
+        stats.values()
+    recorder.join()
+    assert stats.processed == 1
+    assert stats.values()["image_publish_ms"] == "2.00"
+
+
+def test_latest_slot_hands_over_the_newest_item_and_counts_the_replaced():
+    slot = LatestSlot()
+    assert slot.take(timeout_s=0.01) is None  # nothing yet
+    slot.put("frame 1")
+    slot.put("frame 2")  # the taker was busy: frame 1 is never sent
+    assert slot.take(timeout_s=0.01) == "frame 2" and slot.replaced == 1
+    slot.put("frame 3")
+    slot.discard()  # deactivated before it was taken
+    assert slot.take(timeout_s=0.01) is None and slot.replaced == 1
+    with pytest.raises(ValueError, match="None"):
+        slot.put(None)
+    taken: list[object] = []
+    taker = threading.Thread(target=lambda: taken.append(slot.take()))
+    taker.start()  # waits without a timeout until an item or close
+    slot.put("frame 4")
+    taker.join(timeout=5.0)
+    assert taken == ["frame 4"]
+    taker = threading.Thread(target=lambda: taken.append(slot.take()))
+    taker.start()
+    slot.close()  # shutdown wakes a waiting taker with None
+    taker.join(timeout=5.0)
+    assert not taker.is_alive() and taken == ["frame 4", None]
+    slot.put("after close")
+    assert slot.take(timeout_s=0.01) is None
+
+
+def test_fresh_policy_waits_for_the_next_pair_only_when_that_pays():
+    period = 100 * MS  # stamps 100 ms apart: a 10 Hz pair rate
+    source = make_input(Log(), max_age=None, pair_policy="fresh")
+    for k in range(3):
+        push_pair(source, T0 + k * period)
+    pair = source.next_pair(T0)  # completed just now: taken at once
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 2 * period
+    push_pair(source, T0 + 3 * period)
+    time.sleep(0.07)  # the worker frees 70 ms after the pair completed: more than half a period
+    assert source.next_pair(T0) is None and source.fresh_waits == 1
+    assert not source.wait_for_data(0.0)  # the look counts: the worker sleeps until a message
+    push_pair(source, T0 + 4 * period)  # the next pair arrives: taken, the old one skipped
+    assert source.wait_for_data(0.0)
+    pair = source.next_pair(T0)
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 4 * period
+    push_pair(source, T0 + 5 * period)
+    time.sleep(0.07)
+    assert source.next_pair(T0) is None  # waits ...
+    time.sleep(0.12)
+    pair = source.next_pair(T0)  # ... but no newer pair within a period: the camera may be gone
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 5 * period
+    assert source.fresh_waits == 2
+    health = source.health(T0, {"rgb": "/rgb", "thermal": "/thermal"})
+    assert health.values["pair_policy"] == "fresh" and health.values["fresh_waits"] == 2
+    newest = make_input(Log(), max_age=None)  # the library default takes the newest at once
+    for k in range(4):
+        push_pair(newest, T0 + k * period)
+    time.sleep(0.07)
+    assert newest.next_pair(T0).rgb_stamp_ns == T0 + 3 * period
+
+
 def test_bad_settings_are_named():
     with pytest.raises(ValueError, match="fallback: 'sideways'"):
         LiveInput(SyncConfig(), Log().errors_log(), 1.0, "sideways")
+    with pytest.raises(ValueError, match="pair_policy: 'oldest' is not one of"):
+        LiveInput(SyncConfig(), Log().errors_log(), 1.0, pair_policy="oldest")
     with pytest.raises(ValueError, match=r"sync\.slop: 2\.0 is outside \[0\.0, 1\.0\]"):
         SyncConfig(slop=2.0)
     with pytest.raises(ValueError, match=r"sync\.queue_size: must be an int"):

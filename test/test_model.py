@@ -451,6 +451,30 @@ def test_postprocess_output_contract():
         model.postprocess(out, score_threshold=2.0)
 
 
+def test_postprocess_keeps_the_best_pre_nms_top_k_of_each_level():
+    torch.manual_seed(7)
+    model = build_model(tiny_config()).eval()
+    head = model.detection_head
+    with torch.no_grad():
+        out = model(*inputs(batch=1))
+    sizes = head.level_sizes((H, W))
+    scores = torch.sqrt(torch.sigmoid(out["cls_logits"]) * torch.sigmoid(out["ctrness"])[..., None])
+    flat, start, expected = scores[0].flatten(), 0, []
+    head.pre_nms_top_k = 5
+    for h, w in sizes:  # the reference: each level's 5 best scores
+        level = flat[start : start + h * w * head.num_classes]
+        expected.append(level.topk(5).values)
+        start += h * w * head.num_classes
+    # no suppression, room for all: every kept location comes back
+    result = model.postprocess(out, score_threshold=0.0, nms_threshold=1.0, max_detections=10_000)
+    assert len(sizes) > 1 and len(result[0]["scores"]) == 5 * len(sizes)
+    kept = torch.sort(result[0]["scores"]).values
+    assert torch.allclose(kept, torch.sort(torch.cat(expected)).values)
+    head.pre_nms_top_k = 10_000  # under the cap: everything above the threshold
+    result = model.postprocess(out, score_threshold=0.0, nms_threshold=1.0, max_detections=10_000)
+    assert len(result[0]["scores"]) == flat.numel()
+
+
 # ---------------------------------------------------------------- export
 
 

@@ -132,10 +132,19 @@ def main(checkpoint: str, workdir: str, backend: str = "torch", *params: str) ->
         "transport_ms": float(diagnostics.get("rgb_receive_delay_ms", "nan")),
         "dropped": int(diagnostics.get("rgb_dropped", 0)),
         "stale": int(diagnostics.get("stale_pairs", 0)),
+        "images_skipped": int(diagnostics.get("images_skipped", 0)),
         "fused_received": len(fused_frames),
         "stages_ms": {
             stage: float(diagnostics.get(f"{stage}_ms", "nan"))
-            for stage in ("decode", "preprocess", "forward", "postprocess", "publish")
+            for stage in (
+                "decode",
+                "normalize",
+                "preprocess",
+                "forward",
+                "postprocess",
+                "publish",
+                "image_publish",
+            )
         },
     }
     print(json.dumps(result))
@@ -143,4 +152,4 @@ def main(checkpoint: str, workdir: str, backend: str = "torch", *params: str) ->
 
 
 if __name__ == "__main__":
-    sys.exit(main(*sys.argv[1:4]))
+    sys.exit(main(*sys.argv[1:]))

@@ -377,6 +377,19 @@ class DetectionHead(nn.Module):
 
     # ------------------------------------------------------------------ inference
 
+    def _level_top_k(self, flat: Tensor, keep: Tensor, counts: list[int]) -> Tensor:
+        """Of the above-threshold indices ``keep`` into ``flat``, at most ``pre_nms_top_k``
+        per level, the best ones, level after level."""
+        kept, start = [], 0
+        for count in counts:
+            end = start + count * self.num_classes
+            level = keep[(keep >= start) & (keep < end)]
+            if level.numel() > self.pre_nms_top_k:
+                level = level[flat[level].topk(self.pre_nms_top_k).indices]
+            kept.append(level)
+            start = end
+        return torch.cat(kept)
+
     def postprocess(
         self,
         out: dict[str, Tensor],
@@ -409,21 +422,12 @@ class DetectionHead(nn.Module):
         counts = [h * w for h, w in self.level_sizes(image_size)]
         results = []
         for b in range(scores.shape[0]):
-            level_boxes, level_scores, level_labels = [], [], []
-            offset = 0
-            for count in counts:
-                flat = scores[b, offset : offset + count].flatten()  # [n_l * C]
-                keep = (flat > score_threshold).nonzero().squeeze(1)
-                kept_scores = flat[keep]
-                if keep.numel() > self.pre_nms_top_k:
-                    kept_scores, order = kept_scores.topk(self.pre_nms_top_k)
-                    keep = keep[order]
-                level_boxes.append(out["boxes"][b, offset + keep // self.num_classes])
-                level_scores.append(kept_scores)
-                level_labels.append(keep % self.num_classes)
-                offset += count
-            boxes = torch.cat(level_boxes)
-            box_scores, labels = torch.cat(level_scores), torch.cat(level_labels)
+            flat = scores[b].flatten()  # [N * C], level after level
+            keep = (flat > score_threshold).nonzero().squeeze(1)
+            if keep.numel() > self.pre_nms_top_k:  # a level may hold more than its top k
+                keep = self._level_top_k(flat, keep, counts)
+            boxes = out["boxes"][b, keep // self.num_classes]
+            box_scores, labels = flat[keep], keep % self.num_classes
             if not self.rotated:
                 xyxy = cxcywh_to_xyxy(boxes[:, :4])
                 xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, width)

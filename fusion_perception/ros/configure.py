@@ -93,7 +93,13 @@ def build_runtime(p: dict[str, Any], errors: ErrorLog) -> Runtime:
     pipeline = FramePipeline(
         engine, thermal.normalizer(engine.checkpoint.thermal_normalization), registration, tracker
     )
-    live = LiveInput(node_params.settings(p, "sync"), errors, p["camera_timeout"], p["fallback"])
+    live = LiveInput(
+        node_params.settings(p, "sync"),
+        errors,
+        p["camera_timeout"],
+        p["fallback"],
+        p["pair_policy"],
+    )
     return Runtime(checkpoint, engine, pipeline, live)
 
 

@@ -37,6 +37,7 @@ def active_statuses(
     camera_info: CameraInfo | None,
     stats: FrameStats,
     errors: ErrorLog,
+    images_skipped: int,
 ) -> list[DiagnosticStatus]:
     values: dict[str, object] = {
         "state": "active",
@@ -48,12 +49,14 @@ def active_statuses(
         ),
         **health.values,
         **stats.values(),
+        "images_skipped": images_skipped,
     }
     if engine.device.type == "cuda":
         import torch
 
         values["gpu_memory_mb"] = f"{torch.cuda.memory_allocated(engine.device) / 2**20:.1f}"
-    values.update({f"errors.{kind}": count for kind, count in errors.counts.items()})
+    # a copy: the worker and the image thread may count a new kind meanwhile
+    values.update({f"errors.{kind}": count for kind, count in dict(errors.counts).items()})
     level = OK if health.ok else WARN
     statuses = [diagnostic_status(f"{name}: pipeline", fqn, level, health.message, values)]
     for stream, camera in health.cameras.items():

@@ -1,7 +1,8 @@
 """fusion_node: synchronized RGB + thermal in, fused image + Detection2DArray out.
 
 Subscription callbacks only hand messages to the pairing engine; one worker thread takes the newest
-matched pair, runs the network and publishes. When the cameras outrun the model, pairs are skipped and
+matched pair, runs the network and publishes the detections; an image thread builds and publishes
+the fused and annotated images behind it. When the cameras outrun the model, pairs are skipped and
 counted, never queued, so the output age stays bounded.
 """
 
@@ -71,7 +72,7 @@ class FusionNode(LifecycleNode):
             self._configure_error = str(exc)
             self.get_logger().error(f"configure failed: {exc}")
             return TransitionCallbackReturn.FAILURE
-        self.outputs = FusionOutputs(self, self.p, self.errors)
+        self.outputs = FusionOutputs(self, self.p, self.errors, self.stats)
         self._configure_error = ""
         self.state = "inactive"
         engine = self.runtime.engine
@@ -135,6 +136,8 @@ class FusionNode(LifecycleNode):
         if self.inputs is not None:
             self.inputs.destroy()
         self.inputs = None
+        if self.outputs is not None:
+            self.outputs.discard_pending()
         if self.runtime is not None:
             self.runtime.live.reset()
 
@@ -237,6 +240,7 @@ class FusionNode(LifecycleNode):
                 self.outputs.camera_info,
                 self.stats,
                 self.errors,
+                self.outputs.images_skipped,
             )
         stamp = self.get_clock().now().to_msg()
         self.pub_diagnostics.publish(diagnostics.diagnostic_array(statuses, stamp))

@@ -1,9 +1,16 @@
 """The node's publishers and what each processed pair sends on them: detections, the fused image
-(with the RGB camera's CameraInfo restamped), the annotated image and the latched label map."""
+(with the RGB camera's CameraInfo restamped), the annotated image and the latched label map.
+
+Detections leave on the worker thread as soon as the pair is processed; the images (colour merge,
+drawing, a megabyte message each) are built and published by a thread of their own, so neither
+the detections' latency nor the next pair waits for them. When that thread falls behind, the
+newest frame replaces the one not yet sent (counted as ``images_skipped``)."""
 
 from __future__ import annotations
 
 import copy
+import threading
+import time
 from typing import Any
 
 from rclpy.node import Node
@@ -14,7 +21,7 @@ from vision_msgs.msg import Detection2DArray, LabelInfo
 
 from fusion_perception.annotate import draw_detections
 from fusion_perception.colour import rgb_to_bgr
-from fusion_perception.live import ErrorLog
+from fusion_perception.live import ErrorLog, FrameStats, LatestSlot
 from fusion_perception.pairing import Pair
 from fusion_perception.pipeline import FrameOutput
 from fusion_perception.ros.image_conversions import image_to_msg
@@ -25,8 +32,10 @@ class FusionOutputs:
     """Publishers alive while the node is configured. Images are only converted when someone
     subscribes to them."""
 
-    def __init__(self, node: Node, params: dict[str, Any], errors: ErrorLog) -> None:
-        self.node, self.p, self.errors = node, params, errors
+    def __init__(
+        self, node: Node, params: dict[str, Any], errors: ErrorLog, stats: FrameStats
+    ) -> None:
+        self.node, self.p, self.errors, self.stats = node, params, errors, stats
         self.fused = node.create_publisher(Image, "~/fused/image", 2)
         self.fused_info = node.create_publisher(CameraInfo, "~/fused/camera_info", 2)
         self.detections = node.create_publisher(Detection2DArray, "~/detections", 10)
@@ -34,8 +43,23 @@ class FusionOutputs:
         latched = QoSProfile(depth=1, durability=DurabilityPolicy.TRANSIENT_LOCAL)
         self.label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self.camera_info: CameraInfo | None = None  # the RGB camera's newest
+        self._images = LatestSlot()
+        self._image_thread = threading.Thread(
+            target=self._publish_images, name="fusion_images", daemon=True
+        )
+        self._image_thread.start()
+
+    @property
+    def images_skipped(self) -> int:
+        return self._images.replaced
+
+    def discard_pending(self) -> None:
+        """Output stops (deactivate): images not yet built are not sent."""
+        self._images.discard()
 
     def destroy(self) -> None:
+        self._images.close()
+        self._image_thread.join(timeout=5.0)
         for publisher in (
             self.fused,
             self.fused_info,
@@ -50,13 +74,36 @@ class FusionOutputs:
         self.label_info.publish(label_info_msg(header, class_names, threshold))
 
     def publish(self, header: Header, frame: FrameOutput, class_names: list[str]) -> None:
-        rgb, result = frame.rgb, frame.result
+        """Detections now; the images, when anyone watches them, on the image thread."""
         if self.p["publish.detections"]:
-            self.detections.publish(detections_to_msg(header, result.detections))
+            self.detections.publish(detections_to_msg(header, frame.result.detections))
+        fused = self.p["publish.fused"] and self.fused.get_subscription_count() > 0
         annotate = self.p["publish.annotated"] and self.annotated.get_subscription_count() > 0
+        if fused or annotate:
+            self._images.put((header, frame, class_names, fused, annotate))
+
+    def _publish_images(self) -> None:
+        while (job := self._images.take()) is not None:
+            t0 = time.perf_counter()
+            try:
+                self._publish_frame_images(*job)
+            except Exception as exc:  # keep the thread alive; the next frame may be fine
+                self.errors.report("image_publish", f"images of a pair not published: {exc!r}")
+                continue
+            self.stats.record_stage("image_publish", (time.perf_counter() - t0) * 1e3)
+
+    def _publish_frame_images(
+        self,
+        header: Header,
+        frame: FrameOutput,
+        class_names: list[str],
+        fused: bool,
+        annotate: bool,
+    ) -> None:
+        rgb, result = frame.rgb, frame.result
         # the colour merge runs once per frame, shared by both images when both are watched
         colour = result.fused_rgb(rgb) if annotate else None
-        if self.p["publish.fused"] and self.fused.get_subscription_count() > 0:
+        if fused:
             if self.p["fused_encoding"] == "mono8":
                 self.fused.publish(image_to_msg(result.fused_luma, "mono8", header))
             else:

@@ -21,7 +21,7 @@ from rclpy.node import Node
 
 from fusion_perception.backends import BACKEND_CHOICES
 from fusion_perception.compensation import FUSION_TASKS
-from fusion_perception.live import FALLBACKS
+from fusion_perception.live import FALLBACKS, PAIR_POLICIES
 from fusion_perception.pairing import SyncConfig
 from fusion_perception.settings import from_prefixed
 from fusion_perception.thermal import ThermalConfig
@@ -163,6 +163,15 @@ PARAMS: tuple[ParamSpec, ...] = (
         "none",
         "when one camera is silent: none (wait), rgb_only or thermal_only (run on the other)",
         FALLBACKS,
+    ),
+    ParamSpec(
+        "pair_policy",
+        "fresh",
+        "the pair the worker takes when it frees: fresh (a pair older than half a camera period "
+        "waits, at most a period, for the next one: lower latency) or newest (the newest at once: "
+        "higher output rate)",
+        PAIR_POLICIES,
+        read_only=True,
     ),
     ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1),
     ParamSpec(
