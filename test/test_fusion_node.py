@@ -95,6 +95,8 @@ def test_pairs_in_detections_and_fused_image_out(ros_context, tmp_path, node_che
     assert int(values["processed_pairs"]) >= len(harness.detections) >= 3
     assert float(values["forward_ms"]) > 0
     assert "age_ms_mean" in values and values["device"] == "cpu"
+    # the default pairing policy and the image thread's counter are reported
+    assert values["pair_policy"] == "fresh" and int(values["images_skipped"]) >= 0
 
 
 def test_class_filter_and_tracking_ids_over_dds(ros_context, tmp_path, node_checkpoint, vifb_dir):

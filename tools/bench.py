@@ -147,8 +147,6 @@ def bench_backends(workdir: Path, rounds: int = 20) -> list[str]:
     return lines
 
 
-
-
 def run_node_bench(checkpoint: Path, workdir: Path, backend: str, *params: str) -> dict | str:
     """tools/node_bench.py in its own process and ROS context; its JSON line, or why it failed."""
     env = dict(os.environ)
