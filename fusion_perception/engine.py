@@ -177,9 +177,12 @@ class EngineResult:
 
     @property
     def fused_luma(self) -> np.ndarray:
-        """uint8 HxW at the RGB image's size."""
+        """uint8 HxW at the RGB image's size; making it adds ``timings_ms["fused"]``. An
+        error in making it (the compensation, say) is raised here, not by `infer`."""
         if self._fused_luma is None:
+            t0 = time.perf_counter()
             self._fused_luma = self.make_fused()
+            self.timings_ms["fused"] = (time.perf_counter() - t0) * 1e3
         return self._fused_luma
 
     def fused_rgb(self, rgb: np.ndarray) -> np.ndarray:
@@ -264,11 +267,10 @@ class FusionEngine:
             compensation.check_fusion(checkpoint)
             compensation.to(self.device)
         self.compensation = compensation
-        for _ in range(warmup):
+        for _ in range(warmup):  # the fused image too (and the compensation's first pass)
             width, height = self.input_size
-            self.infer(
-                np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.float32)
-            )
+            blank = np.zeros((height, width, 3), np.uint8), np.zeros((height, width), np.float32)
+            _ = self.infer(*blank).fused_luma
 
     def _class_indices(self, classes: Sequence[str] | None) -> list[int] | None:
         if classes is None:
@@ -285,7 +287,7 @@ class FusionEngine:
         """HxW or HxWxC -> contiguous float32 ``[1, C, H, W]`` on the device, cast and laid
         out in one pass (exported backends read it without another copy; the backend casts
         to its own precision)."""
-        tensor = torch.from_numpy(image).to(self.device, non_blocking=True)
+        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
         tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
         out = torch.empty(tensor.shape, dtype=torch.float32, device=self.device)
         return out.copy_(tensor)[None]

@@ -58,16 +58,18 @@ class ErrorLog:
         self.counts: Counter[str] = Counter()
         self._last_logged: dict[str, float] = {}
         self._logged_count: dict[str, int] = {}
+        self._lock = threading.Lock()  # the callbacks, the worker and the image thread report
 
     def report(self, kind: str, text: str, warning: bool = False) -> None:
-        self.counts[kind] += 1
-        now = time.monotonic()
-        if now - self._last_logged.get(kind, -math.inf) < self.every_s:
-            return
-        self._last_logged[kind] = now
-        suppressed = self.counts[kind] - self._logged_count.get(kind, 0) - 1
+        with self._lock:
+            self.counts[kind] += 1
+            now = time.monotonic()
+            if now - self._last_logged.get(kind, -math.inf) < self.every_s:
+                return
+            self._last_logged[kind] = now
+            suppressed = self.counts[kind] - self._logged_count.get(kind, 0) - 1
+            self._logged_count[kind] = self.counts[kind]
         suffix = f" ({suppressed} similar since last report)" if suppressed > 0 else ""
-        self._logged_count[kind] = self.counts[kind]
         # rclpy ties one severity to each calling line, so each level has its own call.
         if warning:
             self.warn(text + suffix)
@@ -85,7 +87,7 @@ class _Camera:
     last_stamp: int | None = None  # newest accepted stamp
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_STAMPS))
     future: tuple[float, int] | None = None  # (monotonic, ns ahead) of the last future stamp
-    period_ns: float | None = None  # median step of the recent stamps
+    period_s: float | None = None  # median step of the recent arrivals
     arrived: dict[int, float] = field(default_factory=dict)  # recent stamp -> monotonic arrival
     lost: int = 0  # messages the middleware reported lost
     gaps: StampGapCounter = field(default_factory=StampGapCounter)
@@ -131,7 +133,7 @@ class LiveInput:
         self.camera_timeout, self.fallback = camera_timeout, fallback
         self.pair_policy = pair_policy
         self.fresh_waits = 0  # pairs left for a newer one (pair_policy fresh)
-        self._waiting: tuple[tuple[int, int], float] | None = None  # (stamps, since)
+        self._waiting: tuple[tuple[int, int], float, float] | None = None  # stamps, since, T
         self.pairing = sync.engine()
         self.cameras = {s: _Camera() for s in STREAMS}
         self.rgb_frame_id: str | None = None  # the frame the outputs' pixels are in
@@ -148,6 +150,7 @@ class LiveInput:
             for camera in self.cameras.values():
                 camera.latest = None
         self.pairing.reset()
+        self._waiting = None
         self._pairing_since = time.monotonic()
 
     # -- callback side
@@ -160,6 +163,12 @@ class LiveInput:
         if stream == "rgb":
             self.rgb_frame_id = frame_id
         camera.arrivals.append(now)
+        if len(camera.arrivals) >= 3:
+            camera.period_s = float(np.median(np.diff(np.asarray(camera.arrivals))))
+        with self._lock:  # before the pairing engine can wake the worker with it
+            camera.arrived[stamp_ns] = now
+            while len(camera.arrived) > 2 * self.pairing.queue_size:
+                del camera.arrived[next(iter(camera.arrived))]  # the oldest
         # Transport delay as seen here (wall clock minus stamp): shows DDS cost and clock skew.
         camera.receive_delay_ms.append((time.time_ns() - stamp_ns) / 1e6)
         with self._lock:
@@ -199,12 +208,6 @@ class LiveInput:
             return
         camera.last_stamp = stamp_ns
         camera.recent.append(stamp_ns)
-        if len(camera.recent) >= 3:
-            camera.period_ns = float(np.median(np.diff(np.asarray(camera.recent, np.int64))))
-        with self._lock:
-            camera.arrived[stamp_ns] = now
-            while len(camera.arrived) > 2 * self.pairing.queue_size:
-                del camera.arrived[next(iter(camera.arrived))]  # the oldest
         missed = camera.gaps.add(stamp_ns)
         if missed:
             self.errors.report(
@@ -236,6 +239,11 @@ class LiveInput:
 
     # -- worker side
     def wait_for_data(self, timeout_s: float) -> bool:
+        """Block the worker until a new message, at most ``timeout_s`` (less while the fresh
+        policy waits: until its wait ends)."""
+        if self._waiting is not None:
+            _, since, period_s = self._waiting
+            timeout_s = max(0.0, min(timeout_s, since + period_s - time.monotonic()))
         return self.pairing.wait_for_data(timeout_s)
 
     def next_pair(self, clock_ns: int) -> Pair | None:
@@ -243,31 +251,34 @@ class LiveInput:
         None also while the fresh policy waits for a newer pair."""
         if self.pair_policy == "fresh" and self._wait_for_a_fresher_pair():
             return None
+        self._waiting = None
         pair = self.pairing.take_newest_pair(clock_ns)
         return pair if pair is not None else self._fallback_pair()
 
     def _wait_for_a_fresher_pair(self) -> bool:
         """The fresh policy. The newest pair became complete ``e`` seconds ago and the next one
-        is due about a camera period ``T`` after it: processing it now adds ``e`` to its
-        latency, waiting costs ``T - e`` of idle worker for a pair that is new. So a pair older
-        than ``T / 2`` waits, for at most ``T``; then it is taken (a camera that stopped)."""
+        is due about a camera period ``T`` (measured from the arrivals) after it: processing it
+        now adds ``e`` to its latency, waiting costs ``T - e`` of idle worker for a pair that
+        is new. So a pair older than ``T / 2`` waits, once per idle spell of the worker and for
+        at most ``T``: then the newest pair is taken, whichever it is (a camera that stopped)."""
         stamps = self.pairing.peek_newest_pair()
-        periods = [camera.period_ns for camera in self.cameras.values()]
-        if stamps is None or None in periods:
+        if stamps is None:
             return False
-        period_s = max(periods) / 1e9  # pairs form at the slower camera's rate
+        now = time.monotonic()
+        if self._waiting is not None:  # waiting already: a newer pair, or the time is up
+            old_stamps, since, period_s = self._waiting
+            return stamps == old_stamps and now - since < period_s
+        periods = [camera.period_s for camera in self.cameras.values()]
+        if None in periods:
+            return False
+        period_s = max(periods)  # pairs form at the slower camera's rate
         with self._lock:
             arrived = [self.cameras[s].arrived.get(t) for s, t in zip(STREAMS, stamps, strict=True)]
-        now = time.monotonic()
-        if None in arrived:  # forgotten already: far older than a period
-            return False
-        if self._waiting is None or self._waiting[0] != stamps:
-            if now - max(arrived) <= period_s / 2:
-                return False
-            self._waiting = (stamps, now)
-            self.fresh_waits += 1
-            return True
-        return now - self._waiting[1] < period_s
+        if None in arrived or now - max(arrived) <= period_s / 2:
+            return False  # fresh enough (or so old its arrival is forgotten: take it)
+        self._waiting = (stamps, now, period_s)
+        self.fresh_waits += 1
+        return True
 
     def take_clock_jump(self) -> bool:
         """Whether the stamps jumped back since the last call (the tracker must restart)."""

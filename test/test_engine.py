@@ -87,7 +87,11 @@ def test_engine_outputs_in_original_pixels(node_checkpoint, vifb_dir):
     assert y1.min() >= -1e-6 and y2.max() <= height + 1e-6
     assert set(det.labels.tolist()) <= {0, 1}
     assert np.all(np.diff(det.scores) <= 1e-6)  # sorted by score
-    assert set(result.timings_ms) == {"preprocess", "forward", "postprocess"}
+    assert set(result.timings_ms) == {"preprocess", "forward", "postprocess", "fused"}
+    lazy = engine.infer(rgb, ir.astype(np.float32) / 255.0)  # the fused image only when asked
+    assert "fused" not in lazy.timings_ms
+    np.testing.assert_array_equal(lazy.fused_luma, result.fused_luma)
+    assert lazy.timings_ms["fused"] > 0
 
 
 def test_engine_rejects_bad_inputs(node_checkpoint):

@@ -218,32 +218,39 @@ def test_latest_slot_hands_over_the_newest_item_and_counts_the_replaced():
 
 
 def test_fresh_policy_waits_for_the_next_pair_only_when_that_pays():
-    period = 100 * MS  # stamps 100 ms apart: a 10 Hz pair rate
+    period = 100 * MS  # the cameras deliver a pair every 100 ms (10 Hz)
     source = make_input(Log(), max_age=None, pair_policy="fresh")
     for k in range(3):
         push_pair(source, T0 + k * period)
-    pair = source.next_pair(T0)  # completed just now: taken at once
-    assert pair is not None and pair.rgb_stamp_ns == T0 + 2 * period
+        time.sleep(0.1)
     push_pair(source, T0 + 3 * period)
+    pair = source.next_pair(T0)  # completed just now: taken at once
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 3 * period
+    time.sleep(0.1)
+    push_pair(source, T0 + 4 * period)
     time.sleep(0.07)  # the worker frees 70 ms after the pair completed: more than half a period
     assert source.next_pair(T0) is None and source.fresh_waits == 1
     assert not source.wait_for_data(0.0)  # the look counts: the worker sleeps until a message
-    push_pair(source, T0 + 4 * period)  # the next pair arrives: taken, the old one skipped
+    push_pair(source, T0 + 5 * period)  # the next pair arrives 30 ms later: taken
     assert source.wait_for_data(0.0)
     pair = source.next_pair(T0)
-    assert pair is not None and pair.rgb_stamp_ns == T0 + 4 * period
-    push_pair(source, T0 + 5 * period)
-    time.sleep(0.07)
-    assert source.next_pair(T0) is None  # waits ...
-    time.sleep(0.12)
-    pair = source.next_pair(T0)  # ... but no newer pair within a period: the camera may be gone
     assert pair is not None and pair.rgb_stamp_ns == T0 + 5 * period
+    time.sleep(0.1)
+    push_pair(source, T0 + 6 * period)
+    time.sleep(0.07)
+    assert source.next_pair(T0) is None  # waits, but no newer pair comes (a camera stopped):
+    start = time.monotonic()
+    assert not source.wait_for_data(5.0)  # the worker wakes when a period has passed ...
+    assert time.monotonic() - start < 1.0
+    pair = source.next_pair(T0)  # ... and takes the pair it has
+    assert pair is not None and pair.rgb_stamp_ns == T0 + 6 * period
     assert source.fresh_waits == 2
     health = source.health(T0, {"rgb": "/rgb", "thermal": "/thermal"})
     assert health.values["pair_policy"] == "fresh" and health.values["fresh_waits"] == 2
     newest = make_input(Log(), max_age=None)  # the library default takes the newest at once
     for k in range(4):
         push_pair(newest, T0 + k * period)
+        time.sleep(0.02)
     time.sleep(0.07)
     assert newest.next_pair(T0).rgb_stamp_ns == T0 + 3 * period
 

@@ -250,6 +250,8 @@ class FusionNode(LifecycleNode):
         worker = getattr(self, "_worker", None)  # absent when start-up failed
         if worker is not None and worker.is_alive():
             worker.join(timeout=5.0)
+        if getattr(self, "outputs", None) is not None:
+            self._destroy_publishers()  # stops the image thread too
         super().destroy_node()
 
 

@@ -44,6 +44,7 @@ class FusionOutputs:
         self.label_info = node.create_publisher(LabelInfo, "~/label_info", latched)
         self.camera_info: CameraInfo | None = None  # the RGB camera's newest
         self._images = LatestSlot()
+        self._building = threading.Lock()  # held while one frame's images are made and sent
         self._image_thread = threading.Thread(
             target=self._publish_images, name="fusion_images", daemon=True
         )
@@ -54,12 +55,19 @@ class FusionOutputs:
         return self._images.replaced
 
     def discard_pending(self) -> None:
-        """Output stops (deactivate): images not yet built are not sent."""
+        """Output stops (deactivate): images not yet built are not sent, and the ones being
+        built are finished before this returns."""
         self._images.discard()
+        with self._building:
+            pass
 
     def destroy(self) -> None:
         self._images.close()
         self._image_thread.join(timeout=5.0)
+        if self._image_thread.is_alive():
+            self.errors.report(
+                "image_publish", "image thread still busy after 5 s; publishers destroyed anyway"
+            )
         for publisher in (
             self.fused,
             self.fused_info,
@@ -84,13 +92,14 @@ class FusionOutputs:
 
     def _publish_images(self) -> None:
         while (job := self._images.take()) is not None:
-            t0 = time.perf_counter()
-            try:
-                self._publish_frame_images(*job)
-            except Exception as exc:  # keep the thread alive; the next frame may be fine
-                self.errors.report("image_publish", f"images of a pair not published: {exc!r}")
-                continue
-            self.stats.record_stage("image_publish", (time.perf_counter() - t0) * 1e3)
+            with self._building:
+                t0 = time.perf_counter()
+                try:
+                    self._publish_frame_images(*job)
+                    self.stats.record_stage("image_publish", (time.perf_counter() - t0) * 1e3)
+                except Exception as exc:  # keep the thread alive; the next frame may be fine
+                    self.errors.report("image_publish", f"images of a pair not published: {exc!r}")
+            job = None  # not kept while idle: the frame holds the engine's output tensors
 
     def _publish_frame_images(
         self,
