@@ -87,7 +87,6 @@ class _Camera:
     last_stamp: int | None = None  # newest accepted stamp
     recent: deque[int] = field(default_factory=lambda: deque(maxlen=RECENT_STAMPS))
     future: tuple[float, int] | None = None  # (monotonic, ns ahead) of the last future stamp
-    period_s: float | None = None  # median step of the recent arrivals
     arrived: dict[int, float] = field(default_factory=dict)  # recent stamp -> monotonic arrival
     lost: int = 0  # messages the middleware reported lost
     gaps: StampGapCounter = field(default_factory=StampGapCounter)
@@ -162,17 +161,14 @@ class LiveInput:
         camera = self.cameras[stream]
         if stream == "rgb":
             self.rgb_frame_id = frame_id
-        camera.arrivals.append(now)
-        if len(camera.arrivals) >= 3:
-            camera.period_s = float(np.median(np.diff(np.asarray(camera.arrivals))))
-        with self._lock:  # before the pairing engine can wake the worker with it
+        with self._lock:  # before the pairing engine can wake the worker with this message
+            camera.arrivals.append(now)
             camera.arrived[stamp_ns] = now
             while len(camera.arrived) > 2 * self.pairing.queue_size:
                 del camera.arrived[next(iter(camera.arrived))]  # the oldest
+            camera.latest = (now, msg)
         # Transport delay as seen here (wall clock minus stamp): shows DDS cost and clock skew.
         camera.receive_delay_ms.append((time.time_ns() - stamp_ns) / 1e6)
-        with self._lock:
-            camera.latest = (now, msg)
         ahead = stamp_ns - clock_ns
         if ahead > FUTURE_TOLERANCE_NS:
             camera.future = (now, ahead)
@@ -268,12 +264,12 @@ class LiveInput:
         if self._waiting is not None:  # waiting already: a newer pair, or the time is up
             old_stamps, since, period_s = self._waiting
             return stamps == old_stamps and now - since < period_s
-        periods = [camera.period_s for camera in self.cameras.values()]
-        if None in periods:
-            return False
-        period_s = max(periods)  # pairs form at the slower camera's rate
-        with self._lock:
+        with self._lock:  # copies: the callbacks append meanwhile
+            steps = [np.diff(np.asarray(self.cameras[s].arrivals)) for s in STREAMS]
             arrived = [self.cameras[s].arrived.get(t) for s, t in zip(STREAMS, stamps, strict=True)]
+        if min(step.size for step in steps) < 2:
+            return False  # no camera period measured yet
+        period_s = max(float(np.median(step)) for step in steps)  # the slower camera's rate
         if None in arrived or now - max(arrived) <= period_s / 2:
             return False  # fresh enough (or so old its arrival is forgotten: take it)
         self._waiting = (stamps, now, period_s)
