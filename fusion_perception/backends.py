@@ -1,9 +1,13 @@
 """Inference backends behind one interface: the network's forward pass in eager PyTorch, ONNX
 Runtime, OpenVINO or TensorRT.
 
-A `Backend` only runs ``forward(rgb [1,3,H,W], thermal [1,1,H,W])`` (float in [0, 1]) and
-returns the model's dense outputs as torch tensors on ``backend.device``; letterboxing, NMS and
-native-resolution fusion stay in `fusion_perception.engine`, identical for every backend. On
+A `Backend` takes the camera's pixels at the network input size (rgb uint8 HxWx3, thermal
+float32 HxW in [0, 1]): `prepare` turns them into what its runtime takes and `forward` returns
+the model's dense outputs as torch tensors on ``backend.device``. Most backends prepare float32
+``[1,C,H,W]`` tensors; OpenVINO takes the uint8 pixels as they are and converts them inside its
+graph, which costs its forward pass nothing measurable and the node's worker a Python pass per
+frame. Letterboxing, NMS and native-resolution fusion stay in `fusion_perception.engine`,
+identical for every backend. On
 this 2-core CPU OpenVINO runs the forward pass fastest, then ONNX Runtime, then eager PyTorch
 (README, "Inference backends"), which is the order ``auto`` tries them in.
 
@@ -169,14 +173,26 @@ def eager_outputs(
         return to_numpy(model(*(x.clone() for x in inputs)))
 
 
-def check_inputs(checkpoint: Checkpoint) -> tuple[torch.Tensor, torch.Tensor]:
+def frame_tensors(
+    rgb: np.ndarray, thermal: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Camera pixels (rgb uint8 HxWx3, thermal float HxW in [0, 1]) -> the network's inputs:
+    contiguous float32 ``[1,3,H,W]`` in [0, 1] and ``[1,1,H,W]`` on `device`, each cast and laid
+    out in one pass (the uint8 frame travels to a GPU, not four times its size in float)."""
+    source = torch.from_numpy(np.ascontiguousarray(rgb)).to(device, non_blocking=True)
+    out = torch.empty((3, *rgb.shape[:2]), dtype=torch.float32, device=device)
+    torch.div(source.permute(2, 0, 1), 255.0, out=out)
+    warm = torch.from_numpy(np.ascontiguousarray(thermal, np.float32)).to(device)
+    return out[None], warm[None, None]
+
+
+def check_inputs(checkpoint: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
     """The fixed input every artifact is checked on: synthetic scene 0 of seed 0 at the
-    network size, thermal normalized with the checkpoint's scheme."""
+    network size (rgb uint8 HxWx3, thermal float32 HxW normalized with the checkpoint's scheme)."""
     width, height = checkpoint.input_size
     scene = SceneGenerator(width, height, seed=0).sample(0)
     thermal = ThermalNormalizer.from_dict(checkpoint.thermal_normalization)(scene.thermal_raw)
-    rgb = torch.from_numpy(scene.rgb).permute(2, 0, 1)[None].float().div(255.0)
-    return rgb.contiguous(), torch.from_numpy(thermal)[None, None].contiguous()
+    return scene.rgb, np.asarray(thermal, np.float32)
 
 
 def compare_outputs(
@@ -238,11 +254,18 @@ class Backend(ABC):
         self.device = device
         self.metadata = metadata
 
+    def prepare(self, rgb: np.ndarray, thermal: np.ndarray) -> tuple[Any, Any]:
+        """rgb uint8 HxWx3 (RGB order) and thermal float32 HxW in [0, 1], at the network input
+        size -> what `forward` takes (here: `frame_tensors` on the device)."""
+        return frame_tensors(rgb, thermal, self.device)
+
     @abstractmethod
-    def forward(
-        self, rgb: torch.Tensor | np.ndarray, thermal: torch.Tensor | np.ndarray
-    ) -> dict[str, torch.Tensor]:
-        """rgb [1,3,H,W], thermal [1,1,H,W] float in [0, 1] -> the model's dense outputs."""
+    def forward(self, rgb: Any, thermal: Any) -> dict[str, torch.Tensor]:
+        """What `prepare` returned -> the model's dense outputs."""
+
+    def run(self, rgb: np.ndarray, thermal: np.ndarray) -> dict[str, torch.Tensor]:
+        """`prepare`, then `forward`."""
+        return self.forward(*self.prepare(rgb, thermal))
 
 
 class TorchBackend(Backend):
@@ -301,7 +324,12 @@ class OnnxRuntimeBackend(Backend):
 
 class OpenVINOBackend(Backend):
     """OpenVINO on the CPU: latency hint, explicit inference precision (f32 unless fp16, so a
-    CPU with bf16 units does not silently run bf16), thread count left to OpenVINO."""
+    CPU with bf16 units does not silently run bf16), thread count left to OpenVINO.
+
+    The artifact's graph takes float NCHW like the others; at load a pre-processing step is
+    added in front of it (OpenVINO's PrePostProcessor) so the compiled model takes the RGB
+    frame as uint8 NHWC and scales it to [0, 1] itself: `prepare` is then only a reshape.
+    """
 
     name = "openvino"
 
@@ -319,15 +347,34 @@ class OpenVINOBackend(Backend):
             hints.performance_mode: hints.PerformanceMode.LATENCY,
             hints.inference_precision: ov.Type.f16 if fp16 else ov.Type.f32,
         }
-        compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        compiled = core.compile_model(
+            _uint8_rgb_input(ov, core.read_model(str(path))), "CPU", config
+        )
         super().__init__(device, read_sidecar(path))
         self.request = compiled.create_infer_request()
         # by name: a port can carry several tensor names, and any one of them may be reported
         self.outputs = [(name, compiled.output(name)) for name in self.metadata["outputs"]]
 
+    def prepare(self, rgb, thermal):
+        return np.ascontiguousarray(rgb)[None], np.ascontiguousarray(thermal, np.float32)[
+            None, None
+        ]
+
     def forward(self, rgb, thermal):
-        results = self.request.infer({"rgb": _numpy(rgb), "thermal": _numpy(thermal)})
+        results = self.request.infer({"rgb": rgb, "thermal": thermal})
         return {name: torch.from_numpy(results[port]) for name, port in self.outputs}
+
+
+def _uint8_rgb_input(ov: Any, model: Any) -> Any:
+    """The exported graph with its ``rgb`` input taking uint8 ``[1,H,W,3]`` (the camera's
+    layout), converted to float, scaled by 1/255 and transposed to NCHW inside the graph."""
+    preprocessing = importlib.import_module("openvino.preprocess")
+    ppp = preprocessing.PrePostProcessor(model)
+    rgb = ppp.input("rgb")
+    rgb.tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    rgb.preprocess().convert_element_type(ov.Type.f32).scale(255.0)
+    rgb.model().set_layout(ov.Layout("NCHW"))
+    return ppp.build()
 
 
 class TensorRTBackend(Backend):
@@ -405,11 +452,11 @@ def check_artifact(
             f"(artifact {found[:12]}, checkpoint {expected[:12]}); export it from this "
             "checkpoint, or leave the artifact empty to export on the fly"
         )
-    inputs = tuple(x.to(backend.device) for x in check_inputs(checkpoint))
+    rgb, thermal = check_inputs(checkpoint)
     atol, rtol = tolerance(fp16 or backend.metadata.get("fp16", False), backend.device)
     return compare_outputs(
-        eager_outputs(model, inputs),
-        to_numpy(backend.forward(*inputs)),
+        eager_outputs(model, frame_tensors(rgb, thermal, backend.device)),
+        to_numpy(backend.run(rgb, thermal)),
         atol,
         rtol,
         context=f" (artifact {path}, {backend.name}, against eager PyTorch on the check input)",

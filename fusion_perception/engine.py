@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from fusion_perception.backends import load_backend
+from fusion_perception.backends import frame_tensors, load_backend
 from fusion_perception.checkpoint import Checkpoint, load_checkpoint
 from fusion_perception.colour import merge_fused_luma
 from fusion_perception.compensation import Compensation, load_compensation
@@ -283,15 +283,6 @@ class FusionEngine:
             )
         return [self.class_names.index(name) for name in classes]
 
-    def _to_tensor(self, image: np.ndarray) -> torch.Tensor:
-        """HxW or HxWxC -> contiguous float32 ``[1, C, H, W]`` on the device, cast and laid
-        out in one pass (exported backends read it without another copy; the backend casts
-        to its own precision)."""
-        tensor = torch.from_numpy(np.ascontiguousarray(image)).to(self.device, non_blocking=True)
-        tensor = tensor.permute(2, 0, 1) if tensor.ndim == 3 else tensor[None]
-        out = torch.empty(tensor.shape, dtype=torch.float32, device=self.device)
-        return out.copy_(tensor)[None]
-
     def _fuse_native(
         self, weight: torch.Tensor, box: Letterbox, rgb: np.ndarray, thermal: np.ndarray
     ) -> torch.Tensor:
@@ -312,14 +303,16 @@ class FusionEngine:
         box: Letterbox,
         rgb: np.ndarray,
         thermal: np.ndarray,
-        rgb_in: torch.Tensor,
-        thermal_in: torch.Tensor,
+        rgb_in: np.ndarray,
+        thermal_in: np.ndarray,
     ) -> np.ndarray:
-        """The fused image of one forward pass, uint8 at the RGB size (compensated if set)."""
+        """The fused image of one forward pass, uint8 at the RGB size (compensated if set).
+        rgb_in, thermal_in: the network-size frames the forward pass ran on."""
         fused = outputs["fused"].float().clamp(0, 1)  # [1, 1, h, w], the input size
         correction = None
         if self.compensation is not None:
-            correction = self.compensation.correction(fused, rgb_in.float(), thermal_in)
+            inputs = frame_tensors(rgb_in, thermal_in, self.device)
+            correction = self.compensation.correction(fused, *inputs)
         if "fusion_weight" in outputs:
             native = self._fuse_native(outputs["fusion_weight"], box, rgb, thermal)
             if correction is not None:
@@ -343,12 +336,13 @@ class FusionEngine:
             )
         t0 = time.perf_counter()
         box = Letterbox.fit(rgb.shape[1], rgb.shape[0], *self.input_size)
-        rgb_in = self._to_tensor(box.apply(rgb, self.input_size, fill=0)).div_(255.0)
         thermal = np.asarray(thermal, np.float32)
-        thermal_in = self._to_tensor(box.apply(thermal, self.input_size, 0.0))
-        t1 = time.perf_counter()
+        rgb_in = box.apply(rgb, self.input_size, fill=0)
+        thermal_in = box.apply(thermal, self.input_size, 0.0)
         with torch.inference_mode():
-            outputs = self.backend.forward(rgb_in, thermal_in)
+            prepared = self.backend.prepare(rgb_in, thermal_in)
+            t1 = time.perf_counter()
+            outputs = self.backend.forward(*prepared)
             if self.device.type == "cuda":
                 torch.cuda.synchronize(self.device)
             t2 = time.perf_counter()

@@ -40,6 +40,7 @@ from fusion_perception.backends import (
     check_inputs,
     compare_outputs,
     eager_outputs,
+    frame_tensors,
     open_artifact,
     require_runtime,
     sidecar_path,
@@ -60,8 +61,9 @@ CACHE_ENV = "FUSION_PERCEPTION_CACHE"
 
 def example_inputs(
     checkpoint: Checkpoint, rgb_path: Path | None = None, thermal_path: Path | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A real input pair at the network size: rgb [1,3,H,W] and thermal [1,1,H,W] in [0, 1].
+) -> tuple[np.ndarray, np.ndarray]:
+    """A real input pair at the network size, as the engine hands it to a backend: rgb uint8
+    HxWx3 and thermal float32 HxW in [0, 1] (`frame_tensors` makes the network's tensors).
 
     From files (letterboxed like the engine does, thermal normalized with the checkpoint's
     scheme) or, without files, `fusion_perception.backends.check_inputs`: the fixed input every
@@ -82,9 +84,8 @@ def example_inputs(
     width, height = checkpoint.input_size
     thermal = ThermalNormalizer.from_dict(checkpoint.thermal_normalization)(raw)
     box = Letterbox.fit(rgb.shape[1], rgb.shape[0], width, height)
-    rgb_in = torch.from_numpy(box.apply(rgb, (width, height), fill=0)).permute(2, 0, 1)
-    thermal_in = torch.from_numpy(box.apply(thermal, (width, height), fill=0.0))
-    return rgb_in[None].float().div(255.0).contiguous(), thermal_in[None, None].contiguous()
+    thermal = np.asarray(thermal, np.float32)
+    return box.apply(rgb, (width, height), fill=0), box.apply(thermal, (width, height), fill=0.0)
 
 
 def metadata(
@@ -255,22 +256,23 @@ def _check_written(
     artifact: Path,
     device: torch.device,
     fp16: bool,
-    inputs: tuple[torch.Tensor, ...],
+    frames: tuple[np.ndarray, np.ndarray],
     reference: Mapping[str, np.ndarray],
     atol: float | None,
     rtol: float | None,
 ) -> dict[str, float]:
-    """Run the artifact with its runtime and compare it with eager outputs."""
+    """Run the artifact with its runtime on `frames` (`example_inputs`) and compare it with
+    eager outputs."""
     if fmt == "torchscript":
         with _quiet_tracing():
             loaded = torch.jit.load(str(artifact), map_location=device)
         with torch.inference_mode():
-            out = loaded(*(x.clone() for x in inputs))
+            out = loaded(*frame_tensors(*frames, device))
         exported = to_numpy(out)
     else:
         # the artifact's own precision is checked; runtime precision hints are the loader's
         backend = open_artifact(BACKEND_OF[fmt], artifact, device, fp16=False)
-        exported = to_numpy(backend.forward(*inputs))
+        exported = to_numpy(backend.run(*frames))
     default = tolerance(fp16, device)
     return compare_outputs(
         reference,
@@ -312,13 +314,14 @@ def export_checkpoint(
     if fmt == "tensorrt" and target.type != "cuda":
         raise ValueError("--device: TensorRT engines are built on a CUDA device")
     model = checkpoint.build_model(target)
-    inputs = tuple(x.to(target) for x in example_inputs(checkpoint, rgb_path, thermal_path))
+    frames = example_inputs(checkpoint, rgb_path, thermal_path)
+    inputs = frame_tensors(*frames, target)
     reference = eager_outputs(model, inputs)
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as staging:
         written = Path(staging) / out.name
         _write(checkpoint, model, inputs, fmt, fp16, written, list(reference))
-        errors = _check_written(fmt, written, target, fp16, inputs, reference, atol, rtol)
+        errors = _check_written(fmt, written, target, fp16, frames, reference, atol, rtol)
         for source, final in zip(
             companion_files(written, fmt), companion_files(out, fmt), strict=True
         ):

@@ -23,6 +23,7 @@ from fusion_perception.backends import (
     BackendError,
     BackendUnavailableError,
     ExportMismatchError,
+    frame_tensors,
     installed,
     require_runtime,
     resolve_backend,
@@ -108,6 +109,36 @@ def test_engine_on_a_backend_matches_eager(demo, artifacts, scene, eager, name):
     assert_same_detections(result.detections, eager.detections, box_px=0.01, score=1e-4)
     assert result.fused_luma.shape == eager.fused_luma.shape
     assert np.abs(result.fused_luma.astype(int) - eager.fused_luma).max() <= 1
+
+
+def test_openvino_takes_the_cameras_uint8_frame(demo, artifacts, scene):
+    """The RGB frame reaches OpenVINO as uint8 HxWx3 (scaled inside its graph): `prepare` makes
+    no float copy, and the outputs match eager PyTorch on the float tensors the others take."""
+    engine = FusionEngine(
+        demo, device="cpu", warmup=0, backend="openvino", artifact=artifacts["openvino"]
+    )
+    rgb = np.ascontiguousarray(scene[0][:256, :320])
+    thermal = np.ascontiguousarray(scene[1][:256, :320])
+    prepared_rgb, prepared_thermal = engine.backend.prepare(rgb, thermal)
+    assert prepared_rgb.dtype == np.uint8 and prepared_rgb.shape == (1, 256, 320, 3)
+    assert np.shares_memory(prepared_rgb, rgb)  # a view: no pass over the pixels
+    assert prepared_thermal.shape == (1, 1, 256, 320)
+    outputs = engine.backend.forward(prepared_rgb, prepared_thermal)
+    with torch.inference_mode():
+        expected = engine.model(*frame_tensors(rgb, thermal, CPU))
+    for name in ("fused", "cls_logits", "boxes"):
+        np.testing.assert_allclose(outputs[name].numpy(), expected[name].numpy(), atol=2e-4)
+
+
+def test_frame_tensors_are_the_networks_float_inputs():
+    rgb = np.random.default_rng(1).integers(0, 256, (8, 12, 3), dtype=np.uint8)
+    thermal = np.linspace(0, 1, 96, dtype=np.float32).reshape(8, 12)
+    rgb_in, thermal_in = frame_tensors(rgb, thermal, CPU)
+    assert rgb_in.shape == (1, 3, 8, 12) and rgb_in.dtype == torch.float32
+    assert rgb_in.is_contiguous() and thermal_in.shape == (1, 1, 8, 12)
+    expected = torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255.0
+    assert torch.equal(rgb_in, expected)
+    assert torch.equal(thermal_in[0, 0], torch.from_numpy(thermal))
 
 
 def test_auto_takes_the_fastest_installed_runtime(demo, artifacts, monkeypatch):

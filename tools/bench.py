@@ -131,12 +131,13 @@ def bench_backends(workdir: Path, rounds: int = 20) -> list[str]:
     for label, checkpoint in cases.items():
         model = checkpoint.build_model(device)
         backends = {n: load_backend(checkpoint, model, n, device, False) for n in names}
-        inputs = check_inputs(checkpoint)
+        frames = check_inputs(checkpoint)
+        inputs = {n: backend.prepare(*frames) for n, backend in backends.items()}
         times: dict[str, list[float]] = {n: [] for n in names}
         for round_index in range(rounds + 3):  # the first three are warm-up
             for name, backend in backends.items():
                 start = time.perf_counter()
-                backend.forward(*inputs)
+                backend.forward(*inputs[name])
                 if round_index >= 3:
                     times[name].append((time.perf_counter() - start) * 1e3)
         median = {n: statistics.median(t) for n, t in times.items()}

@@ -11,11 +11,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from fusion_perception.backends import TorchBackend, load_backend
+from fusion_perception.backends import TorchBackend, frame_tensors, load_backend
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.cli.common import add_backend_args, parse_size, run_cli
 from fusion_perception.engine import select_device
@@ -49,19 +51,16 @@ def count_flops(model: torch.nn.Module, rgb: torch.Tensor, thermal: torch.Tensor
 
 
 def time_forward(
-    forward: Callable[[torch.Tensor, torch.Tensor], object],
-    rgb: torch.Tensor,
-    thermal: torch.Tensor,
-    runs: int,
+    forward: Callable[[Any, Any], object], rgb: Any, thermal: Any, device: torch.device, runs: int
 ) -> list[float]:
-    """Milliseconds per forward pass (a model or `Backend.forward`) after two warm-up passes."""
+    """Milliseconds per `Backend.forward` on its prepared inputs, after two warm-up passes."""
     times = []
     with torch.inference_mode():
         for i in range(runs + 2):
             start = time.perf_counter()
             forward(rgb, thermal)
-            if rgb.device.type == "cuda":
-                torch.cuda.synchronize(rgb.device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
             if i >= 2:
                 times.append((time.perf_counter() - start) * 1e3)
     return times
@@ -104,17 +103,18 @@ def describe(
         raise ValueError(f"--size: {size[0]}x{size[1]} is not a multiple of {model.max_stride}")
     dev = select_device(device)
     model = model.to(dev).eval()
-    rgb = torch.rand(1, 3, size[1], size[0], device=dev)
-    thermal = torch.rand(1, 1, size[1], size[0], device=dev)
+    generator = np.random.default_rng(0)
+    rgb = generator.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    thermal = generator.random((size[1], size[0]), dtype=np.float32)
     parts = {
         name: sum(p.numel() for p in module.parameters()) for name, module in model.named_children()
     }
-    gflops = count_flops(model, rgb, thermal) / 1e9
+    gflops = count_flops(model, *frame_tensors(rgb, thermal, dev)) / 1e9
     if checkpoint is None:
         runner = TorchBackend(model, dev, fp16)
     else:
         runner = load_backend(checkpoint, model, backend, dev, fp16, artifact)
-    times = time_forward(runner.forward, rgb, thermal, runs)
+    times = time_forward(runner.forward, *runner.prepare(rgb, thermal), dev, runs)
     return {
         "source": str(source),
         "size": size,
