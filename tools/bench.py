@@ -121,7 +121,8 @@ def bench_backends(workdir: Path, rounds: int = 20) -> list[str]:
     names = [n for n in reversed(AUTO_ORDER["cpu"]) if n == "torch" or installed(n)]
     device = torch.device("cpu")
     lines = [
-        "## Backends (forward pass only, CPU, batch 1; median of "
+        "## Backends (forward pass only, on `Backend.prepare`d inputs (OpenVINO: the uint8 "
+        "frame, converted in its graph), CPU, batch 1; median of "
         f"{rounds} interleaved rounds, {torch.get_num_threads()} torch threads)",
         "",
         f"| model | {' | '.join(f'{n} ms' for n in names)} | "
