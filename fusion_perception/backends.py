@@ -191,7 +191,7 @@ def check_inputs(checkpoint: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
     network size (rgb uint8 HxWx3, thermal float32 HxW normalized with the checkpoint's scheme)."""
     width, height = checkpoint.input_size
     scene = SceneGenerator(width, height, seed=0).sample(0)
-    thermal = ThermalNormalizer.from_dict(checkpoint.thermal_normalization)(scene.thermal_raw)
+    thermal = ThermalNormalizer.recorded(checkpoint.thermal_normalization)(scene.thermal_raw)
     return scene.rgb, np.asarray(thermal, np.float32)
 
 

@@ -82,7 +82,7 @@ def example_inputs(
             f"{rgb.shape[1]}x{rgb.shape[0]}; give a registered pair"
         )
     width, height = checkpoint.input_size
-    thermal = ThermalNormalizer.from_dict(checkpoint.thermal_normalization)(raw)
+    thermal = ThermalNormalizer.recorded(checkpoint.thermal_normalization)(raw)
     box = Letterbox.fit(rgb.shape[1], rgb.shape[0], width, height)
     thermal = np.asarray(thermal, np.float32)
     return box.apply(rgb, (width, height), fill=0), box.apply(thermal, (width, height), fill=0.0)

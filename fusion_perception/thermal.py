@@ -157,6 +157,20 @@ def _bounds_agree(frame: tuple[float, float], state: tuple[float, float], floor:
     return frame[0] >= state[0] - reach and frame[1] <= state[1] + reach
 
 
+def _check_reachable(dtype: np.dtype, lo: float, hi: float) -> None:
+    """Raise when a fixed range lies outside every value an integer frame can hold."""
+    if dtype.kind not in "ui":
+        return
+    info = np.iinfo(dtype)
+    if info.max <= lo or info.min >= hi:
+        constant = 0 if info.max <= lo else 1
+        raise ValueError(
+            f"thermal: fixed_range {lo:g}..{hi:g} maps every {dtype} value ({info.min}..{info.max}) "
+            f"to {constant}, so the thermal image would be blank; the range is in other units "
+            "(16-bit counts?): give one in this camera's units, or use the percentile scheme"
+        )
+
+
 class ThermalNormalizer:
     """Named, versioned thermal normalization: raw HxW frame -> float32 HxW in [0, 1].
 
@@ -173,12 +187,21 @@ class ThermalNormalizer:
       - ``minmax()``: the frame's own min/max (flickers; for display and stills).
     Every scheme takes ``nonfinite_fill``: None (default) rejects frames containing NaN/inf;
     a value in [0, 1] is written to those pixels instead (bounds use the finite pixels only).
-    A frame with no contrast (hi <= lo) normalizes to zeros.
+    A frame with no contrast (hi <= lo) normalizes to zeros. A ``fixed_range`` that no value of
+    the frame's integer type can reach (5000..12000 on a mono8 frame) would give a constant
+    image; it is an error naming the range, not a silently blank thermal channel.
+
+    ``scale_8bit``: 8-bit frames are divided by 255 instead of going through the scheme. 8-bit
+    thermal (mono8 cameras, image files) has been scaled for display already, and that is how the
+    training loaders read it; `ThermalConfig` sets this for a checkpoint whose fixed range is in
+    16-bit counts, so the same checkpoint reads both kinds of camera as it was trained.
 
     Holds the EMA state, so use one instance per stream, from one thread.
     """
 
-    def __init__(self, scheme: str, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, scheme: str, params: Mapping[str, Any] | None = None, *, scale_8bit: bool = False
+    ) -> None:
         if scheme not in SCHEME_VERSIONS:
             raise ValueError(
                 f"unknown thermal normalization scheme {scheme!r}; "
@@ -186,6 +209,7 @@ class ThermalNormalizer:
             )
         self._scheme = scheme
         self._params = _validate_params(scheme, params or {})
+        self.scale_8bit = scale_8bit
         self._bounds: tuple[float, float] | None = None
         self._state_dtype: np.dtype | None = None
         self._outliers: list[tuple[float, float]] = []  # consecutive outlier frames' bounds
@@ -224,6 +248,8 @@ class ThermalNormalizer:
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Normalize one raw frame (HxW or HxWx1; uint8, uint16 or float32) to float32 HxW."""
         values, finite, dtype = _thermal_values(image)
+        if self.scale_8bit and dtype == np.uint8:
+            return np.divide(values, np.float32(255.0), out=values)
         fill = self._params["nonfinite_fill"]
         # integer counts keep their dtype for the bounds (see `percentiles`)
         sample = values if dtype.kind == "f" else image.reshape(values.shape)
@@ -246,6 +272,7 @@ class ThermalNormalizer:
     def _frame_bounds(self, sample: np.ndarray, dtype: np.dtype) -> tuple[float, float]:
         p = self._params
         if self._scheme == "fixed_range":
+            _check_reachable(dtype, p["lo"], p["hi"])
             return p["lo"], p["hi"]
         if self._scheme == "minmax":
             self._bounds = (float(sample.min()), float(sample.max()))
@@ -314,15 +341,32 @@ class ThermalNormalizer:
             raise TypeError(f"thermal spec 'params' must be a mapping, got {params!r}")
         return cls(scheme, params)
 
+    @classmethod
+    def recorded(cls, d: Mapping[str, Any]) -> ThermalNormalizer:
+        """The normalizer a checkpoint or dataset manifest records (``to_dict()`` output), as the
+        stream applies it: a fixed range in 16-bit counts cannot have been applied to 8-bit
+        training frames (they would all be 0), which the loaders divided by 255, so 8-bit
+        frames get that (`scale_8bit`)."""
+        normalizer = cls.from_dict(d)
+        lo = normalizer.params.get("lo")
+        normalizer.scale_8bit = normalizer.scheme == "fixed_range" and lo >= 255
+        return normalizer
+
+    def fresh_copy(self) -> ThermalNormalizer:
+        """The same scheme and 8-bit rule, without this one's temporal state."""
+        return ThermalNormalizer(self._scheme, self._params, scale_8bit=self.scale_8bit)
+
     def __repr__(self) -> str:
-        return f"ThermalNormalizer({self._scheme!r}, v{self.version}, {self._params})"
+        eight_bit = ", 8-bit frames / 255" if self.scale_8bit else ""
+        return f"ThermalNormalizer({self._scheme!r}, v{self.version}, {self._params}{eight_bit})"
 
 
 @dataclass(frozen=True)
 class ThermalConfig:
     """Which normalization a live stream gets: the node's ``thermal.<field>`` parameters and the
-    CLIs' flags. ``normalization: checkpoint`` uses the scheme the model was trained with; the
-    other fields only apply to the scheme their name starts with."""
+    CLIs' flags. ``normalization: checkpoint`` uses the scheme the model was trained with (and,
+    when that is a fixed range in 16-bit counts, reads 8-bit frames as the training loaders did:
+    divided by 255); the other fields only apply to the scheme their name starts with."""
 
     normalization: str = setting(
         "checkpoint",
@@ -364,7 +408,7 @@ class ThermalConfig:
         if self.normalization == "checkpoint":
             if trained is None:
                 raise ValueError("thermal.normalization: 'checkpoint' needs a checkpoint")
-            return make_normalizer(trained["scheme"], **trained["params"])
+            return ThermalNormalizer.recorded(trained)
         params = self.SCHEME_FIELDS[self.normalization]
         return make_normalizer(
             self.normalization, **{name: getattr(self, f) for f, name in params.items()}

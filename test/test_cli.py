@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
-from conftest import REPO
+from conftest import REPO, SHARED_DATA
 
 from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.cli import infer, info, init
@@ -114,6 +115,25 @@ def test_infer_on_real_pairs(node_checkpoint, vifb_subset, tmp_path):
         assert record["class_name"] == ["person", "car"][record["class_id"]]
         w, h = record["bbox"][2:]
         assert w > 0 and h > 0 and record["angle"] == 0
+
+
+def test_infer_with_the_demo_model_reads_8bit_thermal_files(tmp_path):
+    """The shipped model records a fixed range in 16-bit counts; an 8-bit thermal file (here a
+    real RoadScene pair) is read as the model was trained on such files, divided by 255, so the
+    thermal camera reaches the fused image (before: all zeros, and the visible image came out)."""
+    pair = {kind: SHARED_DATA / "roadscene" / kind / "FLIR_00006.jpg" for kind in ("vis", "ir")}
+    if not all(path.is_file() for path in pair.values()):
+        pytest.skip(f"RoadScene pair not found: {pair['vis']} (set FUSION_SHARED_DATA)")
+    args = ["--checkpoint", str(REPO / "models" / "demo.pt"), "--backend", "torch"]
+    args += ["--rgb", str(pair["vis"]), "--thermal", str(pair["ir"]), "--out", str(tmp_path)]
+    assert infer.main([*args, "--device", "cpu"]) == 0
+    fused = cv2.imread(str(tmp_path / "fused" / "FLIR_00006.png"), cv2.IMREAD_GRAYSCALE)
+    visible = cv2.cvtColor(cv2.imread(str(pair["vis"])), cv2.COLOR_BGR2GRAY).astype(float)
+    thermal = cv2.imread(str(pair["ir"]), cv2.IMREAD_GRAYSCALE).astype(float)
+    # the fused image follows both sources: not the visible luma with thermal blank
+    assert np.corrcoef(fused.ravel(), visible.ravel())[0, 1] < 0.9
+    bright = thermal > np.percentile(thermal, 95)  # warm objects are brighter than in visible
+    assert fused[bright].mean() > visible[bright].mean() + 20
 
 
 def test_infer_single_files_and_errors(node_checkpoint, vifb_subset, tmp_path, capsys):

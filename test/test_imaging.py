@@ -12,6 +12,7 @@ from fusion_perception.colour import merge_fused_luma, rgb_to_ycbcr, to_uint8, y
 from fusion_perception.registration import Registration
 from fusion_perception.thermal import (
     SCHEME_VERSIONS,
+    ThermalConfig,
     ThermalNormalizer,
     make_normalizer,
     percentiles,
@@ -44,6 +45,46 @@ def test_fixed_range_32fc1_degrees():
     celsius = np.array([[-20.0, 0.0], [20.0, 60.0]], dtype=np.float32)
     out = make_normalizer("fixed_range", lo=-20.0, hi=60.0)(celsius)
     np.testing.assert_allclose(out, [[0.0, 0.25], [0.5, 1.0]], atol=1e-7)
+
+
+def test_fixed_range_no_value_of_the_frame_type_reaches_is_an_error():
+    """5000..12000 counts on a mono8 frame would be a blank thermal channel, not an image."""
+    counts = make_normalizer("fixed_range", lo=5000, hi=12000)
+    with pytest.raises(
+        ValueError,
+        match=r"^thermal: fixed_range 5000\.\.12000 maps every uint8 "
+        r"value \(0\.\.255\) to 0",
+    ):
+        counts(np.full((4, 4), 200, np.uint8))
+    np.testing.assert_allclose(counts(np.array([[8500]], np.uint16)), [[0.5]])
+    below = make_normalizer("fixed_range", lo=-60.0, hi=-10.0)  # degrees, given a mono16 frame
+    with pytest.raises(ValueError, match=r"maps every uint16 value .* to 1"):
+        below(np.zeros((2, 2), np.uint16))
+    np.testing.assert_allclose(below(np.array([[-35.0]], np.float32)), [[0.5]])
+
+
+def test_scale_8bit_reads_mono8_frames_as_the_training_loaders_do():
+    norm = ThermalNormalizer("fixed_range", {"lo": 5000, "hi": 12000}, scale_8bit=True)
+    mono8 = np.array([[0, 51], [255, 102]], np.uint8)
+    out = norm(mono8[:, :, None])
+    assert out.dtype == np.float32 and out.shape == (2, 2)
+    np.testing.assert_array_equal(out, mono8.astype(np.float32) / np.float32(255))
+    np.testing.assert_allclose(norm(np.array([[8500]], np.uint16)), [[0.5]])  # counts: the scheme
+
+
+def test_checkpoint_normalization_scales_8bit_frames_only_for_a_range_in_counts():
+    def trained(scheme, **params):
+        return make_normalizer(scheme, **params).to_dict()
+
+    config = ThermalConfig()  # normalization: checkpoint
+    assert config.normalizer(trained("fixed_range", lo=5000, hi=12000)).scale_8bit
+    assert not config.normalizer(trained("fixed_range", lo=0, hi=255)).scale_8bit
+    assert not config.normalizer(trained("percentile")).scale_8bit
+    recorded = ThermalNormalizer.recorded(trained("fixed_range", lo=5000, hi=12000))
+    assert recorded.scale_8bit and recorded.fresh_copy().scale_8bit
+    explicit = ThermalConfig(normalization="fixed_range", range_lo=5000, range_hi=12000)
+    with pytest.raises(ValueError, match="maps every uint8 value"):
+        explicit.normalizer()(np.zeros((2, 2), np.uint8))
 
 
 def test_minmax_uint8_and_flat_frame():

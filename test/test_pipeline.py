@@ -17,7 +17,7 @@ from fusion_perception.pipeline import (
     decode_thermal_message,
 )
 from fusion_perception.registration import Registration
-from fusion_perception.thermal import make_normalizer
+from fusion_perception.thermal import ThermalNormalizer, make_normalizer
 from fusion_perception.tracking import IoUTracker, TrackerConfig
 
 
@@ -91,11 +91,9 @@ def test_an_encoding_change_restarts_the_normalizer_once(engine):
 def test_camera_messages_in_results_and_named_counters_out(engine):
     """run_messages: decoding timed, an encoding change reported as a warning, every bad input
     a FrameError whose kind names the camera and the problem, and the tracker's ids attached."""
-    pipeline = FramePipeline(
-        engine,
-        make_normalizer("fixed_range", lo=5000, hi=12000),
-        tracker=IoUTracker(TrackerConfig(min_hits=1)),
-    )
+    # the checkpoint default for a range in counts: mono8 frames are divided by 255
+    counts_range = ThermalNormalizer("fixed_range", {"lo": 5000, "hi": 12000}, scale_8bit=True)
+    pipeline = FramePipeline(engine, counts_range, tracker=IoUTracker(TrackerConfig(min_hits=1)))
     bgr = np.full((64, 80, 3), 90, np.uint8)
     bgr[20:44, 30:50] = 220
     counts = np.full((64, 80), 7000, np.uint16)
@@ -108,6 +106,11 @@ def test_camera_messages_in_results_and_named_counters_out(engine):
     as_mono8 = image_msg((counts // 64).astype(np.uint8), "mono8")
     changed = pipeline.run_messages(image_msg(bgr, "bgr8"), as_mono8)
     assert list(changed.warnings) == ["thermal_encoding_changed.mono8"]
+    np.testing.assert_allclose(changed.thermal, (counts // 64) / 255.0, atol=1e-6)
+    explicit = FramePipeline(engine, make_normalizer("fixed_range", lo=5000, hi=12000))
+    with pytest.raises(FrameError, match="maps every uint8 value") as error:
+        explicit.run_messages(image_msg(bgr, "bgr8"), as_mono8)  # would be a blank channel
+    assert error.value.kind.startswith("input.thermal.fixed_range"), error.value.kind
     bad = {
         "encoding.thermal.encoding": (image_msg(bgr, "bgr8"), image_msg(bgr, "bgr8")),
         "input.size mismatch": (image_msg(bgr, "bgr8"), image_msg(counts[:32], "mono16")),

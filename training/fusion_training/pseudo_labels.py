@@ -37,7 +37,7 @@ class PseudoLabeler:
         self.class_names = list(self.engine.class_names)
         self.label_format = "dota" if self.engine.rotated else "yolo"
         self.score_threshold = score_threshold
-        normalizer = ThermalNormalizer.from_dict(normalization.to_dict())
+        normalizer = normalization.fresh_copy()
         self.pipeline = FramePipeline(self.engine, normalizer)
         self.objects = 0
 

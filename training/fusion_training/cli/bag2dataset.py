@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.pseudo_labels is not None:
         checkpoint = load_checkpoint(args.pseudo_labels)
         if normalizer is None:
-            normalizer = ThermalNormalizer.from_dict(checkpoint.thermal_normalization)
+            normalizer = ThermalNormalizer.recorded(checkpoint.thermal_normalization)
         labeler = PseudoLabeler(
             args.pseudo_labels, normalizer, device=args.device, score_threshold=args.score_threshold
         )

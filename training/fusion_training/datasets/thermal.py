@@ -13,7 +13,9 @@ from fusion_perception.thermal import ThermalNormalizer, make_normalizer
 from .files import DatasetError
 
 ThermalSpec = ThermalNormalizer | Mapping[str, Any] | None
-"""A normalizer, ``{"scheme", "version", "params"}`` (ThermalNormalizer.to_dict), ``{"scheme",
+"""A normalizer, ``{"scheme", "version", "params"}`` (ThermalNormalizer.to_dict, as a checkpoint or
+manifest records it: read with `ThermalNormalizer.recorded`, so a fixed range in 16-bit counts
+divides 8-bit frames by 255), ``{"scheme",
 "params"}``, or ``{"scheme", <params>...}`` (e.g. ``{"scheme": "fixed_range", "lo": 7000,
 "hi": 9000}``). None: 8-bit thermal is divided by 255 and deeper thermal is an error."""
 
@@ -29,7 +31,7 @@ def build_normalizer(
             f"{field} must be a mapping or a ThermalNormalizer, got {type(spec).__name__}"
         )
     if "version" in spec:
-        return ThermalNormalizer.from_dict(spec)
+        return ThermalNormalizer.recorded(spec)
     rest = dict(spec)
     scheme = rest.pop("scheme", None)
     if not isinstance(scheme, str):
