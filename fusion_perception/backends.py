@@ -5,10 +5,9 @@ A `Backend` takes the camera's pixels at the network input size (rgb uint8 HxWx3
 float32 HxW in [0, 1]): `prepare` turns them into what its runtime takes and `forward` returns
 the model's dense outputs as torch tensors on ``backend.device``. Most backends prepare float32
 ``[1,C,H,W]`` tensors; OpenVINO takes the uint8 pixels as they are and converts them inside its
-graph, which costs its forward pass nothing measurable and the node's worker a Python pass per
-frame. Letterboxing, NMS and native-resolution fusion stay in `fusion_perception.engine`,
-identical for every backend. On
-this 2-core CPU OpenVINO runs the forward pass fastest, then ONNX Runtime, then eager PyTorch
+graph, which costs its forward pass nothing measurable and saves the node's worker a Python pass
+over the frame. Letterboxing, NMS and native-resolution fusion stay in `fusion_perception.engine`,
+identical for every backend. On this 2-core CPU OpenVINO runs the forward pass fastest, then ONNX Runtime, then eager PyTorch
 (README, "Inference backends"), which is the order ``auto`` tries them in.
 
 `load_backend` is the one way in: it picks the backend (``auto``: the fastest installed for
@@ -191,7 +190,10 @@ def check_inputs(checkpoint: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
     network size (rgb uint8 HxWx3, thermal float32 HxW normalized with the checkpoint's scheme)."""
     width, height = checkpoint.input_size
     scene = SceneGenerator(width, height, seed=0).sample(0)
-    thermal = ThermalNormalizer.recorded(checkpoint.thermal_normalization)(scene.thermal_raw)
+    # counts as float: the scheme's arithmetic, without the integer-range checks meant for cameras
+    # (a range in degrees would be "unreachable" for the synthetic uint16 counts)
+    normalizer = ThermalNormalizer.recorded(checkpoint.thermal_normalization)
+    thermal = normalizer(scene.thermal_raw.astype(np.float32))
     return scene.rgb, np.asarray(thermal, np.float32)
 
 
@@ -356,6 +358,8 @@ class OpenVINOBackend(Backend):
         self.outputs = [(name, compiled.output(name)) for name in self.metadata["outputs"]]
 
     def prepare(self, rgb, thermal):
+        if rgb.dtype != np.uint8:  # the graph's u8 port would cast float [0, 1] to 0s and 1s
+            raise ValueError(f"rgb: the openvino backend takes uint8 pixels, got {rgb.dtype}")
         return np.ascontiguousarray(rgb)[None], np.ascontiguousarray(thermal, np.float32)[
             None, None
         ]

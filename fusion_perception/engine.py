@@ -168,7 +168,8 @@ class Detections:
 class EngineResult:
     """Detections at once; the fused image is made when first asked for (`fused_luma`), so
     a consumer that only wants boxes never pays for it and the node builds it on its image
-    thread, off the detections' path."""
+    thread, off the detections' path. It is made from the arrays given to `infer`, not from
+    copies: leave them unchanged until then."""
 
     detections: Detections
     make_fused: Callable[[], np.ndarray] = field(repr=False)

@@ -131,7 +131,11 @@ class FramePipeline:
             return None  # e.g. mono16 <-> 16UC1: same values
         self.normalizer.reset()
         note = ""
-        if self.normalizer.scheme == "fixed_range":
+        eight_bit = np.dtype(np.uint8) in (lookup_encoding(e).dtype for e in (previous, encoding))
+        if self.normalizer.scale_8bit and eight_bit:
+            lo, hi = self.normalizer.bounds
+            note = f"; 8-bit frames are divided by 255, deeper ones mapped from {lo:g}..{hi:g}"
+        elif self.normalizer.scheme == "fixed_range":
             lo, hi = self.normalizer.bounds
             note = f"; fixed_range {lo:g}..{hi:g} was chosen for one of them, check it"
         return (

@@ -165,9 +165,10 @@ def _check_reachable(dtype: np.dtype, lo: float, hi: float) -> None:
     if info.max <= lo or info.min >= hi:
         constant = 0 if info.max <= lo else 1
         raise ValueError(
-            f"thermal: fixed_range {lo:g}..{hi:g} maps every {dtype} value ({info.min}..{info.max}) "
-            f"to {constant}, so the thermal image would be blank; the range is in other units "
-            "(16-bit counts?): give one in this camera's units, or use the percentile scheme"
+            f"thermal: fixed_range: {lo:g}..{hi:g} maps every {dtype} value "
+            f"({info.min}..{info.max}) to {constant}, so the thermal image would be blank; the "
+            "range is in other units (16-bit counts?): give one in this camera's units, or use "
+            "the percentile scheme"
         )
 
 
@@ -193,8 +194,9 @@ class ThermalNormalizer:
 
     ``scale_8bit``: 8-bit frames are divided by 255 instead of going through the scheme. 8-bit
     thermal (mono8 cameras, image files) has been scaled for display already, and that is how the
-    training loaders read it; `ThermalConfig` sets this for a checkpoint whose fixed range is in
-    16-bit counts, so the same checkpoint reads both kinds of camera as it was trained.
+    training loaders read it; `recorded` sets this for a fixed range beyond every 8-bit value
+    (a checkpoint's range in 16-bit counts), so one checkpoint reads both kinds of camera as it
+    was trained.
 
     Holds the EMA state, so use one instance per stream, from one thread.
     """
@@ -344,9 +346,10 @@ class ThermalNormalizer:
     @classmethod
     def recorded(cls, d: Mapping[str, Any]) -> ThermalNormalizer:
         """The normalizer a checkpoint or dataset manifest records (``to_dict()`` output), as the
-        stream applies it: a fixed range in 16-bit counts cannot have been applied to 8-bit
-        training frames (they would all be 0), which the loaders divided by 255, so 8-bit
-        frames get that (`scale_8bit`)."""
+        stream applies it: a fixed range starting at or beyond 255 (16-bit counts, typically)
+        cannot have been applied to 8-bit training frames (they would all be 0), which the
+        loaders divided by 255, so 8-bit frames get that (`scale_8bit`). A range that 8-bit
+        values reach only in part (lo = 100 counts) is applied as it is."""
         normalizer = cls.from_dict(d)
         lo = normalizer.params.get("lo")
         normalizer.scale_8bit = normalizer.scheme == "fixed_range" and lo >= 255
@@ -403,8 +406,8 @@ class ThermalConfig:
             raise ValueError("thermal.range_lo: must be below thermal.range_hi")
 
     def normalizer(self, trained: Mapping[str, Any] | None = None) -> ThermalNormalizer:
-        """A fresh normalizer; ``trained`` is the checkpoint's ``{"scheme", "params"}``, which
-        ``normalization: checkpoint`` needs."""
+        """A fresh normalizer; ``trained`` is the checkpoint's ``thermal_normalization``
+        (``ThermalNormalizer.to_dict()``), which ``normalization: checkpoint`` needs."""
         if self.normalization == "checkpoint":
             if trained is None:
                 raise ValueError("thermal.normalization: 'checkpoint' needs a checkpoint")

@@ -23,6 +23,7 @@ from fusion_perception.backends import (
     BackendError,
     BackendUnavailableError,
     ExportMismatchError,
+    check_inputs,
     frame_tensors,
     installed,
     require_runtime,
@@ -123,11 +124,23 @@ def test_openvino_takes_the_cameras_uint8_frame(demo, artifacts, scene):
     assert prepared_rgb.dtype == np.uint8 and prepared_rgb.shape == (1, 256, 320, 3)
     assert np.shares_memory(prepared_rgb, rgb)  # a view: no pass over the pixels
     assert prepared_thermal.shape == (1, 1, 256, 320)
+    with pytest.raises(ValueError, match="takes uint8 pixels, got float32"):
+        engine.backend.prepare(rgb.astype(np.float32) / 255, thermal)
     outputs = engine.backend.forward(prepared_rgb, prepared_thermal)
     with torch.inference_mode():
         expected = engine.model(*frame_tensors(rgb, thermal, CPU))
     for name in ("fused", "cls_logits", "boxes"):
         np.testing.assert_allclose(outputs[name].numpy(), expected[name].numpy(), atol=2e-4)
+
+
+def test_check_input_of_a_checkpoint_in_degrees(demo):
+    """A fixed range in degrees below zero cannot be reached by uint16 counts; the synthetic check
+    input is normalized as float, so such a checkpoint still gets a thermal image to check on."""
+    celsius = {"scheme": "fixed_range", "version": 1, "params": {"lo": -40.0, "hi": 0.0}}
+    celsius["params"]["nonfinite_fill"] = None
+    rgb, thermal = check_inputs(dataclasses.replace(demo, thermal_normalization=celsius))
+    assert rgb.dtype == np.uint8 and thermal.dtype == np.float32
+    assert thermal.shape == rgb.shape[:2] and thermal.min() >= 0 and thermal.max() <= 1
 
 
 def test_frame_tensors_are_the_networks_float_inputs():

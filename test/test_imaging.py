@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from fusion_training.datasets.thermal import build_normalizer
 
 from fusion_perception.colour import merge_fused_luma, rgb_to_ycbcr, to_uint8, ycbcr_to_rgb
 from fusion_perception.registration import Registration
@@ -52,7 +53,7 @@ def test_fixed_range_no_value_of_the_frame_type_reaches_is_an_error():
     counts = make_normalizer("fixed_range", lo=5000, hi=12000)
     with pytest.raises(
         ValueError,
-        match=r"^thermal: fixed_range 5000\.\.12000 maps every uint8 "
+        match=r"^thermal: fixed_range: 5000\.\.12000 maps every uint8 "
         r"value \(0\.\.255\) to 0",
     ):
         counts(np.full((4, 4), 200, np.uint8))
@@ -82,6 +83,13 @@ def test_checkpoint_normalization_scales_8bit_frames_only_for_a_range_in_counts(
     assert not config.normalizer(trained("percentile")).scale_8bit
     recorded = ThermalNormalizer.recorded(trained("fixed_range", lo=5000, hi=12000))
     assert recorded.scale_8bit and recorded.fresh_copy().scale_8bit
+    # a dataset's spec reads 8-bit frames the same way however it is spelled
+    for spec in (
+        trained("fixed_range", lo=5000, hi=12000),
+        {"scheme": "fixed_range", "lo": 5000, "hi": 12000},
+        {"scheme": "fixed_range", "params": {"lo": 5000, "hi": 12000}},
+    ):
+        np.testing.assert_allclose(build_normalizer(spec)(np.array([[51]], np.uint8)), [[0.2]])
     explicit = ThermalConfig(normalization="fixed_range", range_lo=5000, range_hi=12000)
     with pytest.raises(ValueError, match="maps every uint8 value"):
         explicit.normalizer()(np.zeros((2, 2), np.uint8))

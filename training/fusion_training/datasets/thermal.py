@@ -13,11 +13,11 @@ from fusion_perception.thermal import ThermalNormalizer, make_normalizer
 from .files import DatasetError
 
 ThermalSpec = ThermalNormalizer | Mapping[str, Any] | None
-"""A normalizer, ``{"scheme", "version", "params"}`` (ThermalNormalizer.to_dict, as a checkpoint or
-manifest records it: read with `ThermalNormalizer.recorded`, so a fixed range in 16-bit counts
-divides 8-bit frames by 255), ``{"scheme",
-"params"}``, or ``{"scheme", <params>...}`` (e.g. ``{"scheme": "fixed_range", "lo": 7000,
-"hi": 9000}``). None: 8-bit thermal is divided by 255 and deeper thermal is an error."""
+"""A normalizer, ``{"scheme", "version", "params"}`` (ThermalNormalizer.to_dict, as checkpoints and
+manifests record it), ``{"scheme", "params"}``, or ``{"scheme", <params>...}`` (e.g. ``{"scheme":
+"fixed_range", "lo": 7000, "hi": 9000}``); each mapping is read with `ThermalNormalizer.recorded`,
+so a fixed range beyond every 8-bit value divides 8-bit frames by 255. None: 8-bit thermal is
+divided by 255 and deeper thermal is an error."""
 
 
 def build_normalizer(
@@ -39,7 +39,8 @@ def build_normalizer(
     params = rest.pop("params", {})
     if not isinstance(params, Mapping):
         raise ValueError(f"{field}.params must be a mapping, got {params!r}")
-    return make_normalizer(scheme, **{**params, **rest})
+    # every spelling reads 8-bit frames the same way (`ThermalNormalizer.recorded`)
+    return ThermalNormalizer.recorded(make_normalizer(scheme, **{**params, **rest}).to_dict())
 
 
 def normalize_thermal(
