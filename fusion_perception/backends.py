@@ -7,8 +7,9 @@ the model's dense outputs as torch tensors on ``backend.device``. Most backends 
 ``[1,C,H,W]`` tensors; OpenVINO takes the uint8 pixels as they are and converts them inside its
 graph, which costs its forward pass nothing measurable and saves the node's worker a Python pass
 over the frame. Letterboxing, NMS and native-resolution fusion stay in `fusion_perception.engine`,
-identical for every backend. On this 2-core CPU OpenVINO runs the forward pass fastest, then ONNX Runtime, then eager PyTorch
-(README, "Inference backends"), which is the order ``auto`` tries them in.
+identical for every backend. On this 2-core CPU OpenVINO runs the forward pass fastest, then ONNX
+Runtime, then eager PyTorch (README, "Inference backends"), which is the order ``auto`` tries them
+in.
 
 `load_backend` is the one way in: it picks the backend (``auto``: the fastest installed for
 the device), exports the checkpoint on the fly into the cache when no artifact is given, and
@@ -193,8 +194,7 @@ def check_inputs(checkpoint: Checkpoint) -> tuple[np.ndarray, np.ndarray]:
     # counts as float: the scheme's arithmetic, without the integer-range checks meant for cameras
     # (a range in degrees would be "unreachable" for the synthetic uint16 counts)
     normalizer = ThermalNormalizer.recorded(checkpoint.thermal_normalization)
-    thermal = normalizer(scene.thermal_raw.astype(np.float32))
-    return scene.rgb, np.asarray(thermal, np.float32)
+    return scene.rgb, normalizer(scene.thermal_raw.astype(np.float32))
 
 
 def compare_outputs(
@@ -360,9 +360,8 @@ class OpenVINOBackend(Backend):
     def prepare(self, rgb, thermal):
         if rgb.dtype != np.uint8:  # the graph's u8 port would cast float [0, 1] to 0s and 1s
             raise ValueError(f"rgb: the openvino backend takes uint8 pixels, got {rgb.dtype}")
-        return np.ascontiguousarray(rgb)[None], np.ascontiguousarray(thermal, np.float32)[
-            None, None
-        ]
+        thermal = np.ascontiguousarray(thermal, np.float32)
+        return np.ascontiguousarray(rgb)[None], thermal[None, None]
 
     def forward(self, rgb, thermal):
         results = self.request.infer({"rgb": rgb, "thermal": thermal})

@@ -84,7 +84,6 @@ def example_inputs(
     width, height = checkpoint.input_size
     thermal = ThermalNormalizer.recorded(checkpoint.thermal_normalization)(raw)
     box = Letterbox.fit(rgb.shape[1], rgb.shape[0], width, height)
-    thermal = np.asarray(thermal, np.float32)
     return box.apply(rgb, (width, height), fill=0), box.apply(thermal, (width, height), fill=0.0)
 
 
