@@ -1,7 +1,8 @@
 """The on-disk checkpoint: one file the node, the CLIs and the trainer exchange.
 
 It holds everything needed to run the network without other files: weights, model config, class names,
-input size, the thermal normalization the model was trained with, and provenance. It is a plain
+input size, the thermal normalization the model was trained with, the score calibration if one was
+fitted, and provenance. It is a plain
 `torch.save` of tensors and builtin types, so loading uses `weights_only=True` and never unpickles code.
 """
 
@@ -19,6 +20,7 @@ import torch
 
 from fusion_perception import __version__
 from fusion_perception.model import ModelConfig, build_model
+from fusion_perception.score_calibration import ScoreCalibration
 from fusion_perception.thermal import make_normalizer
 
 FORMAT_NAME = "fusion_perception.checkpoint"
@@ -38,6 +40,8 @@ class Checkpoint:
     input_size: tuple[int, int]  # (width, height) the network runs at
     thermal_normalization: dict[str, Any]
     provenance: dict[str, Any] = field(default_factory=dict)
+    # What the scores mean (fusion-calibrate); None: the head's raw score. Not in the fingerprint.
+    score_calibration: ScoreCalibration | None = None
 
     def build_model(self, device: str | torch.device = "cpu") -> torch.nn.Module:
         """The network with these weights, in eval mode on `device`."""
@@ -73,6 +77,11 @@ class Checkpoint:
             "input_size": list(self.input_size),
             "thermal_normalization": dict(self.thermal_normalization),
             "provenance": dict(self.provenance),
+            **(
+                {"score_calibration": self.score_calibration.to_dict()}
+                if self.score_calibration is not None
+                else {}
+            ),
         }
 
 
@@ -170,6 +179,12 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
         normalization = make_normalizer_dict(normalization)
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"thermal_normalization: {exc}") from exc
+    calibration = data.get("score_calibration")
+    if calibration is not None:
+        try:
+            calibration = ScoreCalibration.from_dict(calibration)
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from exc
     checkpoint = Checkpoint(
         model_config=model_config,
         state_dict=state_dict,
@@ -177,6 +192,7 @@ def checkpoint_from_dict(data: Any) -> Checkpoint:
         input_size=(input_size[0], input_size[1]),
         thermal_normalization=normalization,
         provenance=_require(data, "provenance", dict),
+        score_calibration=calibration,
     )
     validate(checkpoint)
     return checkpoint

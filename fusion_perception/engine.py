@@ -217,7 +217,9 @@ class FusionEngine:
     box per object whatever its class (NMS across classes). compensation: a trained task
     compensation (`fusion_perception.compensation`, a file or the loaded object) for the
     fusion network's image, applied after the forward pass so the image suits its downstream
-    consumer; None: the fusion network's own image (the viewer's).
+    consumer; None: the fusion network's own image (the viewer's). calibrated_scores: report
+    (and threshold) scores through the checkpoint's score calibration when it has one
+    (`fusion_perception.score_calibration`); False: the head's raw scores (what a fit needs).
     """
 
     def __init__(
@@ -235,6 +237,7 @@ class FusionEngine:
         classes: Sequence[str] | None = None,
         agnostic_nms: bool = False,
         compensation: Compensation | str | os.PathLike | None = None,
+        calibrated_scores: bool = True,
     ) -> None:
         if not isinstance(checkpoint, Checkpoint):
             checkpoint = load_checkpoint(checkpoint)
@@ -260,6 +263,7 @@ class FusionEngine:
         self.class_names = checkpoint.class_names
         self.class_filter = self._class_indices(classes)
         self.agnostic_nms = agnostic_nms
+        self.score_calibration = checkpoint.score_calibration if calibrated_scores else None
         self.rotated = checkpoint.model_config.detection_head.rotated
         self.pyramid_levels = checkpoint.model_config.fusion_head.pyramid_levels
         if compensation is not None and not isinstance(compensation, Compensation):
@@ -354,6 +358,7 @@ class FusionEngine:
                 max_detections=self.max_detections,
                 classes=self.class_filter,
                 agnostic=self.agnostic_nms,
+                calibration=self.score_calibration,
             )
             boxes = result["boxes"].float().cpu().numpy()
             scores = result["scores"].float().cpu().numpy()

@@ -85,6 +85,9 @@ def test_info_reports_parameters_flops_and_time(node_checkpoint, capsys):
     assert info.main([str(node_checkpoint), "--runs", "2"]) == 0
     text = capsys.readouterr().out
     assert "parameters" in text and "GFLOPs" in text and "forward" in text
+    assert "calibrated" not in text  # node_checkpoint has no score calibration
+    assert info.main([str(REPO / "models" / "demo.pt"), "--runs", "1"]) == 0
+    assert "scores      calibrated: sigmoid(" in capsys.readouterr().out  # the packaged one has
     figures = info.describe(REPO / "config/models/nano.yaml", (320, 256), "cpu", 2)
     assert figures["parameters"] > 10_000 and figures["gflops"] > 0
     assert figures["forward_ms_median"] > 0
@@ -188,6 +191,7 @@ HELP_OPTIONS = {
     "fusion-export": "--format",
     "fusion-bag2dataset": "--pseudo-labels",
     "fusion-prepare-real": "--min-score",
+    "fusion-calibrate": "--iou",
 }
 
 

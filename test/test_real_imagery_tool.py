@@ -73,6 +73,7 @@ def test_report_on_real_data(node_checkpoint, tmp_path):
     ):
         assert heading in text
     assert "tools/real_imagery.py" in text and "--limit 2" in text
+    assert "has no score calibration" in text  # node_checkpoint was never calibrated
     figures = tmp_path / "real_imagery"
     for name in ("vifb_metrics.png", "llvip_night.png", "vifb_strip.png"):
         assert (figures / name).stat().st_size > 1000

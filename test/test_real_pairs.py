@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import yaml
+from fusion_training.cli.calibrate import main as calibrate_main
 from fusion_training.cli.prepare_real import main as prepare_main
 from fusion_training.datasets import PairedFolder
 from fusion_training.real_pairs import (
@@ -24,6 +25,7 @@ from fusion_training.real_pairs import (
     yolo_lines,
 )
 
+from fusion_perception.checkpoint import load_checkpoint
 from fusion_perception.cli.common import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -233,3 +235,37 @@ def test_cli_reruns_identically_with_overwrite_and_reports_bad_input(
     bad = [*base, "--overwrite", "--min-visible", "2"]
     assert run_cli("fusion-prepare-real", prepare_main, bad) == 2
     assert "--min-visible" in capsys.readouterr().err
+
+
+def test_fusion_calibrate_fits_the_prepared_pairs_and_writes_a_calibrated_checkpoint(
+    prepared, tmp_path, capsys
+) -> None:
+    """The shipped model's scores fitted on real prepared pairs (the train split here: the test
+    is about the tool, not the fit's quality); the written checkpoint thresholds the calibrated
+    score and keeps the network's fingerprint."""
+    out, _ = prepared
+    demo = REPO / "models" / "demo.pt"
+    written, figure, report = tmp_path / "cal.pt", tmp_path / "cal.png", tmp_path / "cal.json"
+    args = ["--checkpoint", str(demo), "--data", str(out), "--split", "train", "--out"]
+    args += [str(written), "--figure", str(figure), "--report", str(report)]
+    assert run_cli("fusion-calibrate", calibrate_main, args) == 0
+    printed = capsys.readouterr().out
+    assert "score calibration: slope" in printed and "leave one image out" in printed
+    calibrated = load_checkpoint(written)
+    fit = calibrated.score_calibration
+    assert fit is not None and fit.slope > 0 and fit.fitted_on["split"] == "train"
+    assert 0 < fit.fitted_on["correct"] < fit.fitted_on["boxes"]
+    assert calibrated.fingerprint() == load_checkpoint(demo).fingerprint()
+    summary = json.loads(report.read_text())
+    # calibrated scores track the share of correct boxes better than the raw ones, in sample
+    assert summary["ece"]["calibrated"] < summary["ece"]["raw"]
+    assert sum(row["boxes"] for row in summary["bins"]["raw"]) == fit.fitted_on["boxes"]
+    assert cv2.imread(str(figure)) is not None
+    refit = tmp_path / "refit.pt"  # from a calibrated input the fit starts again from raw scores
+    again = ["--checkpoint", str(written), "--data", str(out), "--split", "train"]
+    assert run_cli("fusion-calibrate", calibrate_main, [*again, "--out", str(refit)]) == 0
+    capsys.readouterr()
+    assert load_checkpoint(refit).score_calibration.slope == pytest.approx(fit.slope, rel=1e-6)
+    missing = [*again[:2], "--data", str(tmp_path / "nowhere"), "--out", str(refit)]
+    assert run_cli("fusion-calibrate", calibrate_main, missing) == 2
+    assert "nowhere" in capsys.readouterr().err

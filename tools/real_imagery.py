@@ -41,6 +41,7 @@ from bench import machine  # noqa: E402
 from fusion_training import benchmark  # noqa: E402
 from fusion_training.datasets import build_dataset  # noqa: E402
 from fusion_training.evaluate import evaluate_checkpoint, json_ready  # noqa: E402
+from fusion_training.score_fit import score_boxes  # noqa: E402
 
 from fusion_perception.annotate import draw_detections  # noqa: E402
 from fusion_perception.checkpoint import load_checkpoint  # noqa: E402
@@ -195,6 +196,32 @@ def box_summary(boxes: dict[str, int]) -> dict[str, Any]:
     }
 
 
+def llvip_operating_point(
+    checkpoint: Path, dataset, args: argparse.Namespace
+) -> dict[str, dict[str, float]]:
+    """People found at the report's score threshold (raw and, if fitted, calibrated scores):
+    what a user of the default threshold gets, which AP does not say."""
+    raw_engine = FusionEngine(
+        checkpoint, device="cpu", score_threshold=0.001, warmup=0, calibrated_scores=False
+    )
+    calibration = raw_engine.checkpoint.score_calibration
+    boxes = score_boxes(raw_engine, dataset, limit=args.limit)
+    kinds = {"raw": boxes.scores}
+    if calibration is not None:
+        kinds["calibrated"] = calibration.apply(torch.as_tensor(boxes.scores)).numpy()
+    out = {}
+    for kind, scores in kinds.items():
+        kept = scores >= args.score_threshold
+        found = int(boxes.correct[kept].sum())
+        out[kind] = {
+            "boxes": int(kept.sum()),
+            "correct": found,
+            "recall": found / max(1, boxes.objects),
+            "precision": found / max(1, int(kept.sum())),
+        }
+    return out
+
+
 def score_llvip(checkpoint: Path, dataset, args: argparse.Namespace) -> dict[str, Any]:
     """Person AP on the LLVIP sample through evaluate_checkpoint (classes matched by name)."""
     results = evaluate_checkpoint(
@@ -208,6 +235,7 @@ def score_llvip(checkpoint: Path, dataset, args: argparse.Namespace) -> dict[str
     detection = results["detection"]
     ap50 = detection["per_class"]["person"]
     return {
+        "at_threshold": llvip_operating_point(checkpoint, dataset, args),
         "person_AP50": ap50,
         # rotated (obb) checkpoints are scored with VOC AP50 only
         "person_AP50_95": detection.get("per_class_50_95", {}).get("person", math.nan),
@@ -260,6 +288,28 @@ def floor_checks(means: dict[str, float]) -> dict[str, dict[str, Any]]:
     }
 
 
+def calibration_lines(
+    calibration: dict[str, Any] | None, threshold: float, figure: str | None
+) -> list[str]:
+    """What the scores of section 2 mean: the checkpoint's score calibration, if it has one."""
+    if calibration is None:
+        return ["Scores are the head's raw scores (the checkpoint has no score calibration).", ""]
+    fit = calibration["fitted_on"]
+    lines = [
+        f"Scores are calibrated: `fusion-calibrate` fitted sigmoid({calibration['slope']:.3f} * "
+        f"logit(raw) {calibration['offset']:+.3f}) on the {fit.get('split')} split of "
+        f"`{fit.get('data')}` ({fit.get('images')} images, {fit.get('boxes')} boxes, "
+        f"{fit.get('correct')} correct at IoU {fit.get('iou')}), so a box's score estimates the "
+        f"chance it is a correct detection; score {threshold:g} is raw "
+        f"{calibration['raw_threshold']:.3f}. The map is monotone: AP and ranking are those of "
+        "the raw scores.",
+        "",
+    ]
+    if figure is not None:  # written by fusion-calibrate --figure
+        lines += [f"![Reliability of the raw and calibrated scores]({figure})", ""]
+    return lines
+
+
 def score_model(
     checkpoint: Path,
     label: str,
@@ -276,6 +326,12 @@ def score_model(
         "sha256": file_digest(checkpoint),
         "input_size": list(engine.input_size),
         "classes": list(engine.class_names),
+        "score_calibration": None
+        if engine.score_calibration is None
+        else {
+            **engine.score_calibration.to_dict(),
+            "raw_threshold": engine.score_calibration.raw_threshold(args.score_threshold),
+        },
         "vifb": {
             "means": means,
             "per_pair": vifb.per_pair,
@@ -500,6 +556,9 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
         "| boxes | " + " | ".join(str(n) for n in boxes["per_pair"].values()) + " |",
         "",
     ]
+    lines += calibration_lines(
+        main.get("score_calibration"), results["score_threshold"], results["calibration_figure"]
+    )
     llvip = main["llvip"]
     lines += [
         "## 3. Person detection on LLVIP night pairs",
@@ -517,6 +576,20 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
         f"{fmt(llvip['fusion']['VIF'])}, AG {fmt(llvip['fusion']['AG'])}.",
         "",
     ]
+    if "at_threshold" in llvip:  # rows scored before this measure have none
+        lines += [
+            f"At score >= {results['score_threshold']:g} (the node's default), boxes matched "
+            "to people at IoU 0.5:",
+            "",
+            "| scores | boxes | people found | recall | precision |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for kind, row in llvip["at_threshold"].items():
+            lines.append(
+                f"| {kind} | {row['boxes']} | {row['correct']} of {llvip['objects']} | "
+                f"{fmt(row['recall'])} | {fmt(row['precision'])} |"
+            )
+        lines.append("")
     lines += [
         "## 4. Night scenes",
         "",
@@ -616,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.ablation_from is not None:
         earlier = json.loads(args.ablation_from.read_text(encoding="utf-8"))
         for row in earlier["models"][1:]:
-            models.append({**row, "reused_from": earlier["date"]})
+            models.append({"reused_from": earlier["date"], **row})  # keeps the first date
     references = score_references(args.data, images)
     means = {ours: models[0]["vifb"]["means"]}
     means.update({method: scores.means for method, scores in references.items()})
@@ -650,6 +723,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "models": models,
         "strips": {"llvip": strip_llvip, "vifb": strip_vifb},
         "timing": timing,
+        "calibration_figure": "real_imagery/score_calibration.png"
+        if (figures / "score_calibration.png").is_file()
+        else None,
     }
     results["runtime_s"] = time.perf_counter() - started
     text = report(results, ours)

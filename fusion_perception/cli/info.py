@@ -127,6 +127,7 @@ def describe(
         "forward_ms_min": min(times),
         "rotated": config.detection_head.rotated,
         "num_classes": config.detection_head.num_classes,
+        "score_calibration": None if checkpoint is None else checkpoint.score_calibration,
     }
 
 
@@ -143,6 +144,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"boxes       {'rotated' if info['rotated'] else 'horizontal'}, {info['num_classes']} classes"
     )
+    calibration = info["score_calibration"]
+    if calibration is not None:
+        fit = calibration.fitted_on
+        print(
+            f"scores      calibrated: sigmoid({calibration.slope:.3f} * logit(raw) "
+            f"{calibration.offset:+.3f}), fitted on {fit.get('data')} {fit.get('split')} "
+            f"({fit.get('boxes')} boxes); 0.3 = raw {calibration.raw_threshold(0.3):.3f}"
+        )
     print(f"parameters  {info['parameters']:,}")
     for name, count in info["parameters_by_part"].items():
         print(f"  {name:<18}{count:,}")

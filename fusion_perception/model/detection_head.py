@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torchvision.ops import generalized_box_iou_loss, sigmoid_focal_loss
 
 from ..boxes import cxcywh_to_xyxy, nms, normalize_angle, xyxy_to_cxcywh
+from ..score_calibration import ScoreCalibration
 from .config import DetectionHeadConfig
 
 __all__ = ["DetectionHead", "Detections"]
@@ -399,10 +400,12 @@ class DetectionHead(nn.Module):
         max_detections: int = 100,
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
+        calibration: ScoreCalibration | None = None,
     ) -> list[Detections]:
         """Per image ``{"boxes": [n, 5], "scores": [n], "labels": [n] int64}`` in input pixels.
 
-        Score = sqrt(sigmoid(class logit) * sigmoid(centre-ness)); locations above
+        Score = sqrt(sigmoid(class logit) * sigmoid(centre-ness)), mapped by ``calibration``
+        when given (monotone, so the threshold is the only thing it changes); locations above
         ``score_threshold`` (top ``pre_nms_top_k`` per level) go through class-aware NMS (exact
         rotated IoU for rotated heads); horizontal boxes are clipped to the image first. Boxes are
         sorted by decreasing score; angles are in [-pi/2, pi/2). ``classes``: keep only these class
@@ -419,6 +422,8 @@ class DetectionHead(nn.Module):
         scores = torch.sqrt(
             torch.sigmoid(out["cls_logits"]) * torch.sigmoid(out["ctrness"])[..., None]
         )  # [B, N, C]
+        if calibration is not None:
+            scores = calibration.apply(scores)
         counts = [h * w for h, w in self.level_sizes(image_size)]
         results = []
         for b in range(scores.shape[0]):

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..score_calibration import ScoreCalibration
 from .backbone import build_backbone
 from .config import ModelConfig
 from .detection_head import DetectionHead, Detections
@@ -140,13 +141,21 @@ class UniFusOD(nn.Module):
         max_detections: int = 100,
         classes: Sequence[int] | None = None,
         agnostic: bool = False,
+        calibration: ScoreCalibration | None = None,
     ) -> list[Detections]:
         """Per image ``{"boxes": [n,5], "scores": [n], "labels": [n]}`` in input pixels (see
-        `DetectionHead.postprocess` for ``classes`` and ``agnostic``)."""
+        `DetectionHead.postprocess` for ``classes``, ``agnostic`` and ``calibration``)."""
         image_size = (out["fused"].shape[-2], out["fused"].shape[-1])
         with torch.no_grad():
             return self.detection_head.postprocess(
-                out, image_size, score_threshold, nms_threshold, max_detections, classes, agnostic
+                out,
+                image_size,
+                score_threshold,
+                nms_threshold,
+                max_detections,
+                classes,
+                agnostic,
+                calibration,
             )
 
     def shared_parameters(self) -> list[nn.Parameter]:

@@ -136,7 +136,14 @@ PARAMS: tuple[ParamSpec, ...] = (
         "start into $FUSION_PERCEPTION_CACHE (else ~/.cache/fusion_perception)",
         read_only=True,
     ),
-    ParamSpec("score_threshold", 0.3, "minimum detection score", low=0.0, high=1.0),
+    ParamSpec(
+        "score_threshold",
+        0.3,
+        "minimum detection score (calibrated by fusion-calibrate where the checkpoint has a "
+        "calibration: then an estimate of the chance a box is right)",
+        low=0.0,
+        high=1.0,
+    ),
     ParamSpec("nms_threshold", 0.5, "IoU above which NMS suppresses a box", low=0.01, high=1.0),
     ParamSpec("max_detections", 100, "detections kept per image", low=1, high=1000),
     ParamSpec(

@@ -75,7 +75,7 @@ class FusionAccumulator:
         return {name: n for name, n in counts.items() if n}
 
 
-def _label_map(dataset_classes: Sequence[str], model_classes: Sequence[str]) -> np.ndarray:
+def class_index_map(dataset_classes: Sequence[str], model_classes: Sequence[str]) -> np.ndarray:
     """Dataset label index -> model class index, matched by name (case, '_', '-' ignored)."""
     index = {class_key(name): i for i, name in enumerate(model_classes)}
     missing = [name for name in dataset_classes if class_key(name) not in index]
@@ -126,7 +126,7 @@ def evaluate_engine(
     if len(dataset) == 0:
         raise ValueError("dataset: has no items to evaluate")
     dataset_classes = list(getattr(dataset, "class_names", engine.class_names))
-    label_map = _label_map(dataset_classes, engine.class_names)
+    label_map = class_index_map(dataset_classes, engine.class_names)
     if getattr(dataset, "rotated", False) and not engine.rotated:
         raise ValueError(
             "dataset: has rotated boxes but the checkpoint's detection head is horizontal; "

@@ -253,7 +253,9 @@ def rotated_voc_ap50(
             gts = np.nonzero(gt_labels == c)[0]
             dets = dets[np.argsort(-dt_scores[dets], kind="stable")]
             det_scores[c].append(dt_scores[dets])
-            det_outcome[c].append(_match(iou[np.ix_(dets, gts)], gt_difficult[gts], iou_threshold))
+            det_outcome[c].append(
+                match_greedy(iou[np.ix_(dets, gts)], gt_difficult[gts], iou_threshold)
+            )
     per_class = np.full(num_classes, np.nan)
     for c in range(num_classes):
         if num_gt[c] == 0:
@@ -276,7 +278,7 @@ def rotated_voc_ap50(
     }
 
 
-def _match(iou: np.ndarray, difficult: np.ndarray, threshold: float) -> np.ndarray:
+def match_greedy(iou: np.ndarray, difficult: np.ndarray, threshold: float) -> np.ndarray:
     """Greedy VOC matching within one image and class; rows sorted by score, columns the ground
     truth with its difficult flags. Returns int8 outcomes: 1 TP, 0 FP, -1 ignored (its best
     match is a difficult object, taken or not, as in the VOC devkit)."""
