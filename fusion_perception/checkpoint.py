@@ -24,7 +24,8 @@ from fusion_perception.score_calibration import ScoreCalibration
 from fusion_perception.thermal import make_normalizer
 
 FORMAT_NAME = "fusion_perception.checkpoint"
-FORMAT_VERSION = 1
+# 2: adds score_calibration; a file without one is still written as 1 (older readers load it).
+FORMAT_VERSION = 2
 DEFAULT_NORMALIZATION = {"scheme": "percentile", "params": {"p_lo": 1.0, "p_hi": 99.0, "ema": 0.9}}
 
 
@@ -70,7 +71,7 @@ class Checkpoint:
     def to_dict(self) -> dict[str, Any]:
         return {
             "format": FORMAT_NAME,
-            "format_version": FORMAT_VERSION,
+            "format_version": FORMAT_VERSION if self.score_calibration is not None else 1,
             "model_config": self.model_config.to_dict(),
             "state_dict": {k: v.detach().cpu() for k, v in self.state_dict.items()},
             "class_names": list(self.class_names),

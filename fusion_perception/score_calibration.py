@@ -8,9 +8,10 @@ choose. Platt scaling maps the raw score's logit through one affine function,
     calibrated = sigmoid(slope * logit(raw) + offset),   slope > 0,
 
 fitted on held-out labelled pairs so that a calibrated score estimates the chance that the box
-is a correct detection (right class, IoU >= 0.5 with an unmatched object). The map is monotone
-and shared by the classes, so it changes no ranking, no NMS decision and no AP: only what a
-threshold keeps. `fusion-calibrate` fits it; the checkpoint carries it outside the network's
+is a correct detection (right class, IoU >= 0.5 with the object it overlaps most, which no
+higher-scored box took: VOC's matching). The map is monotone and shared by the classes, so it
+changes no ranking, no NMS decision and no AP: only the scores reported and what a threshold
+keeps. `fusion-calibrate` fits it; the checkpoint carries it outside the network's
 fingerprint (exported artifacts and compensations stay valid).
 """
 
@@ -79,4 +80,7 @@ class ScoreCalibration:
         for key in ("slope", "offset"):
             if key not in data:
                 raise ValueError(f"score_calibration.{key}: missing")
-        return cls(data["slope"], data["offset"], dict(data.get("fitted_on", {})))
+        fitted_on = data.get("fitted_on", {})
+        if not isinstance(fitted_on, Mapping):
+            raise ValueError(f"score_calibration.fitted_on: expected a mapping, got {fitted_on!r}")
+        return cls(data["slope"], data["offset"], dict(fitted_on))

@@ -250,7 +250,7 @@ def test_fusion_calibrate_fits_the_prepared_pairs_and_writes_a_calibrated_checkp
     args += [str(written), "--figure", str(figure), "--report", str(report)]
     assert run_cli("fusion-calibrate", calibrate_main, args) == 0
     printed = capsys.readouterr().out
-    assert "score calibration: slope" in printed and "leave one image out" in printed
+    assert "score calibration: slope" in printed and "held out, 10 folds by image" in printed
     calibrated = load_checkpoint(written)
     fit = calibrated.score_calibration
     assert fit is not None and fit.slope > 0 and fit.fitted_on["split"] == "train"

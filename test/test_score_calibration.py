@@ -61,6 +61,15 @@ def test_fit_recovers_the_map_that_made_the_labels() -> None:
     assert np.abs(held - chance).max() < 0.05  # each quarter fitted on the other three
     with pytest.raises(ValueError, match="correct and wrong boxes"):
         fit_platt(raw, np.ones(raw.size, dtype=bool))
+    # perfectly separated data still gives a finite, monotone map (Platt's smoothed targets)
+    separated = raw > 0.5
+    slope, offset = fit_platt(raw, separated)
+    assert np.isfinite(slope) and slope > 0
+    # a fold whose other images hold no correct box is left unscored, not a crash
+    lonely = np.zeros(raw.size, dtype=bool)
+    lonely[images == 0] = separated[images == 0]
+    held = held_out_scores(ScoredBoxes(raw, lonely, images, objects=0, images=4))
+    assert np.isnan(held[images == 0]).all() and np.isfinite(held[images != 0]).all()
 
 
 def test_checkpoint_carries_it_outside_the_fingerprint(tmp_path) -> None:
@@ -75,6 +84,14 @@ def test_checkpoint_carries_it_outside_the_fingerprint(tmp_path) -> None:
     torch.save(data, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match=r"score_calibration\.slope"):
         load_checkpoint(tmp_path / "bad.pt")
+    assert data["format_version"] == 2  # readers from before the field refuse it, not drop it
+    assert torch.load(DEMO, weights_only=True)["format_version"] == 2
+    data["score_calibration"] = {"slope": 1.0, "offset": 0.0, "fitted_on": 3}
+    torch.save(data, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match=r"score_calibration\.fitted_on"):
+        load_checkpoint(tmp_path / "bad.pt")
+    plain = save_checkpoint(replace(checkpoint, score_calibration=None), tmp_path / "p.pt")
+    assert torch.load(plain, weights_only=True)["format_version"] == 1
 
 
 @pytest.fixture(scope="module")

@@ -579,7 +579,7 @@ def report(results: dict[str, Any], ours: str) -> list[str]:
     if "at_threshold" in llvip:  # rows scored before this measure have none
         lines += [
             f"At score >= {results['score_threshold']:g} (the node's default), boxes matched "
-            "to people at IoU 0.5:",
+            "to people at IoU 0.5 (person boxes only: LLVIP labels no other class):",
             "",
             "| scores | boxes | people found | recall | precision |",
             "|---|---:|---:|---:|---:|",

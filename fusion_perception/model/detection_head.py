@@ -405,7 +405,7 @@ class DetectionHead(nn.Module):
         """Per image ``{"boxes": [n, 5], "scores": [n], "labels": [n] int64}`` in input pixels.
 
         Score = sqrt(sigmoid(class logit) * sigmoid(centre-ness)), mapped by ``calibration``
-        when given (monotone, so the threshold is the only thing it changes); locations above
+        when given (monotone: ranking and NMS are the raw score's); locations above
         ``score_threshold`` (top ``pre_nms_top_k`` per level) go through class-aware NMS (exact
         rotated IoU for rotated heads); horizontal boxes are clipped to the image first. Boxes are
         sorted by decreasing score; angles are in [-pi/2, pi/2). ``classes``: keep only these class

@@ -79,7 +79,8 @@ class FusionNode(LifecycleNode):
         self.get_logger().info(
             f"configured: {self.runtime.checkpoint} on {engine.device} ({engine.backend.name} "
             f"backend, {'rotated' if engine.rotated else 'horizontal'} boxes, "
-            f"classes {', '.join(engine.class_names)}"
+            f"classes {', '.join(engine.class_names)}; scores "
+            f"{'calibrated' if engine.score_calibration is not None else 'raw'}"
             f"{'; publishing ' + self.p['classes'] if self.p['classes'] else ''}"
             f"{'; tracking' if self.runtime.pipeline.tracker else ''})"
         )

@@ -201,9 +201,12 @@ def evaluate_checkpoint(
     """`evaluate_engine` with a FusionEngine built from `checkpoint` (a path or a Checkpoint,
     e.g. `fusion_perception.checkpoint.new_checkpoint(model, ...)` from the trainer).
     `fp16` None follows the engine (half precision on CUDA, as the node runs); `backend` and
-    `artifact` as FusionEngine takes them."""
+    `artifact` as FusionEngine takes them. Scores are the head's raw ones, whatever calibration
+    the checkpoint carries: AP depends on the ranking only, and `score_threshold` then means
+    the same for every checkpoint (the trainer's validation runs on raw scores too)."""
     engine = FusionEngine(
         checkpoint,
+        calibrated_scores=False,  # AP ranks boxes; the low threshold stays a raw 0.001
         device=device,
         fp16=fp16,
         score_threshold=score_threshold,

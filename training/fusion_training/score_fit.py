@@ -2,11 +2,12 @@
 `fusion_perception.score_calibration` for what it is and why).
 
 Every box the engine reports on a labelled item (raw scores, threshold 0.001, the engine's NMS
-and box cap) becomes one sample: its raw score and whether it is a correct detection, matched
-as VOC AP matches (greedy by score within each image and class, IoU >= ``iou`` with an object
-no higher box took). Logistic regression of correctness on logit(raw score) gives the slope and
-offset (two parameters: a few hundred boxes of a held-out split are enough, and a monotone map
-cannot change AP).
+and box cap), of a class the dataset labels, becomes one sample: its raw score and whether it is
+a correct detection, matched as VOC AP matches (greedy by score within each image and class: a
+box is correct when the object it overlaps most, at IoU >= ``iou``, is not taken by a higher
+box; boxes whose best object is ``difficult`` are left out). Logistic regression of correctness
+on logit(raw score), with Platt's smoothed targets, gives the slope and offset (two parameters:
+a few hundred boxes of a held-out split are enough, and a monotone map cannot change AP).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.optimize import minimize
 from torch.utils.data import Dataset
 from torchvision.ops import box_iou
 from tqdm import tqdm
@@ -68,6 +68,8 @@ def score_boxes(
     label_map = class_index_map(
         list(getattr(dataset, "class_names", engine.class_names)), engine.class_names
     )
+    # boxes of a class the dataset never labels (cars on LLVIP) are neither right nor wrong
+    labelled_classes = np.unique(label_map)
     count = len(dataset) if limit is None else min(limit, len(dataset))
     scores, correct, image_ids, objects, images = [], [], [], 0, 0
     for index in tqdm(range(count), desc="score boxes", disable=not progress):
@@ -79,7 +81,10 @@ def score_boxes(
         truth = np.asarray(item["boxes"], dtype=np.float64).reshape(-1, 5)
         truth_labels = label_map[np.asarray(item["labels"], dtype=np.int64)]
         objects += len(truth_labels)
-        for label in np.unique(detections.labels):
+        difficult = np.asarray(
+            item.get("difficult", np.zeros(len(truth_labels))), dtype=bool
+        ).reshape(-1)
+        for label in np.intersect1d(np.unique(detections.labels), labelled_classes):
             rows = np.flatnonzero(detections.labels == label)
             rows = rows[np.argsort(-detections.scores[rows], kind="stable")]
             columns = np.flatnonzero(truth_labels == label)
@@ -88,10 +93,11 @@ def score_boxes(
                 if columns.size
                 else np.zeros((rows.size, 0))
             )
-            outcome = match_greedy(overlap, np.zeros(columns.size, dtype=bool), iou)
-            scores.append(detections.scores[rows].astype(np.float64))
-            correct.append(outcome == 1)
-            image_ids.append(np.full(rows.size, images - 1, dtype=np.int64))
+            outcome = match_greedy(overlap, difficult[columns], iou)
+            counted = outcome >= 0  # -1: its best match is a difficult object
+            scores.append(detections.scores[rows][counted].astype(np.float64))
+            correct.append(outcome[counted] == 1)
+            image_ids.append(np.full(int(counted.sum()), images - 1, dtype=np.int64))
     if not scores:
         raise ValueError("dataset: the engine reported no boxes on its labelled items")
     return ScoredBoxes(
@@ -109,40 +115,64 @@ def _logit(scores: np.ndarray) -> np.ndarray:
 
 
 def fit_platt(scores: np.ndarray, correct: np.ndarray) -> tuple[float, float]:
-    """Maximum-likelihood (slope, offset) of P(correct) = sigmoid(slope * logit(s) + offset)."""
-    x, y = _logit(np.asarray(scores, np.float64)), np.asarray(correct, np.float64)
-    if x.size == 0 or y.min() == y.max():
-        raise ValueError(
-            f"scores: a fit needs correct and wrong boxes, got {int(y.sum())} correct of {y.size}"
-        )
+    """Maximum-likelihood (slope, offset) of P(correct) = sigmoid(slope * logit(s) + offset).
 
-    def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
-        z = params[0] * x + params[1]
-        probability = 1.0 / (1.0 + np.exp(-z))
-        residual = probability - y
-        return float(np.sum(np.logaddexp(0.0, z) - y * z)), np.array(
-            [np.sum(residual * x), np.sum(residual)]
-        )
-
-    result = minimize(loss, np.array([1.0, 0.0]), jac=True, method="BFGS")
-    slope, offset = (float(v) for v in result.x)
-    if not (result.success and np.isfinite([slope, offset]).all() and slope > 0):
+    Targets are Platt's smoothed ones, (N+ + 1) / (N+ + 2) and 1 / (N- + 2), so that data the
+    raw score separates perfectly still gives a finite slope; the mean log-loss is minimised by
+    Newton's method (two parameters, exact Hessian) with step halving.
+    """
+    x, y = _logit(np.asarray(scores, np.float64)), np.asarray(correct, bool)
+    positives, negatives = int(y.sum()), int((~y).sum())
+    if positives == 0 or negatives == 0:
         raise ValueError(
-            f"fit: no monotone calibration found (slope {slope:.3g}, {result.message}); "
-            "the scores do not separate correct from wrong boxes on this data"
+            f"scores: a fit needs correct and wrong boxes, got {positives} correct of {y.size}"
+        )
+    target = np.where(y, (positives + 1) / (positives + 2), 1.0 / (negatives + 2))
+    features = np.stack([x, np.ones_like(x)], axis=1)
+
+    def loss(params: np.ndarray) -> float:
+        z = features @ params
+        return float(np.mean(np.logaddexp(0.0, z) - target * z))
+
+    params = np.array([1.0, 0.0])
+    current = loss(params)
+    for _ in range(100):
+        probability = 1.0 / (1.0 + np.exp(-(features @ params)))
+        gradient = features.T @ (probability - target) / x.size
+        weight = probability * (1.0 - probability)
+        hessian = (features * weight[:, None]).T @ features / x.size + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        scale = 1.0
+        while scale > 1e-8 and loss(params - scale * step) > current:
+            scale /= 2.0
+        params = params - scale * step
+        previous, current = current, loss(params)
+        if abs(previous - current) < 1e-12 or np.abs(gradient).max() < 1e-10:
+            break
+    slope, offset = (float(v) for v in params)
+    if not (np.isfinite([slope, offset]).all() and slope > 0):
+        raise ValueError(
+            f"fit: no monotone calibration found (slope {slope:.3g}); the scores do not "
+            "separate correct from wrong boxes on this data"
         )
     return slope, offset
 
 
-def held_out_scores(boxes: ScoredBoxes) -> np.ndarray:
-    """Each image's boxes calibrated by a fit on the other images (leave one image out): an
-    honest estimate of how well the fit transfers, where the in-sample ECE flatters it."""
-    out = np.empty_like(boxes.scores)
-    for image in np.unique(boxes.image_ids):
-        held = boxes.image_ids == image
-        slope, offset = fit_platt(boxes.scores[~held], boxes.correct[~held])
-        fold = ScoreCalibration(slope, offset)
-        out[held] = fold.apply(torch.as_tensor(boxes.scores[held])).numpy()
+def held_out_scores(boxes: ScoredBoxes, folds: int = 10) -> np.ndarray:
+    """Each image's boxes calibrated by a fit without its fold of images (images dealt into
+    at most `folds` folds by index): an honest estimate of how well the fit transfers, where the
+    in-sample ECE flatters it. A fold whose rest cannot be fitted (no correct or no wrong box)
+    is left NaN."""
+    out = np.full_like(boxes.scores, np.nan)
+    fold_of = boxes.image_ids % max(1, min(folds, boxes.images))
+    for fold in np.unique(fold_of):
+        held = fold_of == fold
+        try:
+            slope, offset = fit_platt(boxes.scores[~held], boxes.correct[~held])
+        except ValueError:
+            continue
+        fitted = ScoreCalibration(slope, offset)
+        out[held] = fitted.apply(torch.as_tensor(boxes.scores[held])).numpy()
     return out
 
 
@@ -167,13 +197,13 @@ def reliability(
 
 
 def expected_calibration_error(scores: np.ndarray, correct: np.ndarray) -> float:
-    """Box-weighted mean |precision - mean score| over ten equal-width bins."""
+    """Box-weighted mean |precision - mean score| over ten equal-width bins (NaN scores, boxes
+    a held-out fold could not score, are left out)."""
+    table = reliability(scores, correct)
+    total = sum(row["boxes"] for row in table)
     return float(
-        sum(
-            row["boxes"] * abs(row["precision"] - row["mean_score"])
-            for row in reliability(scores, correct)
-        )
-        / max(1, scores.size)
+        sum(row["boxes"] * abs(row["precision"] - row["mean_score"]) for row in table)
+        / max(1, total)
     )
 
 
@@ -202,9 +232,14 @@ def calibrate(
 
 
 def plot_reliability(
-    boxes: ScoredBoxes, calibration: ScoreCalibration, path: str | Path, title: str
+    boxes: ScoredBoxes,
+    calibration: ScoreCalibration,
+    path: str | Path,
+    title: str,
+    held_out: np.ndarray | None = None,
 ) -> Path:
-    """Reliability diagram (share correct per score bin) of the raw and calibrated scores."""
+    """Reliability diagram (share correct per score bin) of the raw and calibrated scores, and
+    of `held_out` (`held_out_scores`) when given."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -214,8 +249,8 @@ def plot_reliability(
     figure, axis = plt.subplots(figsize=(5.5, 5))
     axis.plot([0, 1], [0, 1], color="0.6", linestyle="--", label="perfect calibration")
     curves = [("raw", boxes.scores, "tab:red"), ("calibrated", calibrated, "tab:blue")]
-    if np.unique(boxes.image_ids).size > 2:
-        curves.append(("held out (leave one image out)", held_out_scores(boxes), "tab:green"))
+    if held_out is not None:
+        curves.append(("held out (fit without the image's fold)", held_out, "tab:green"))
     for name, values, colour in curves:
         table = reliability(values, boxes.correct)
         ece = expected_calibration_error(values, boxes.correct)
